@@ -1,0 +1,63 @@
+//! The driving contract: what a host feeds a node (`Input`) and what it must carry out
+//! (`Effect`), in order.
+//!
+//! Owns only the vocabulary between core and hosts. Never performs anything itself.
+
+use crate::api::{ApiRequest, ApiResponse};
+use crate::checks::CheckSpec;
+use crate::fsm::catalog::Health;
+use crate::ids::{CheckId, Index, PersistToken, ReqId, RunId, Term};
+use crate::raft::Entry;
+use crate::time::{Duration, Time};
+
+/// Something that happened, handed to `Node::step` with the time it happened.
+#[derive(Debug)]
+pub enum Input {
+    /// Time passed; the node's earliest timer may be due. Extra ticks are harmless.
+    Tick,
+    /// An API request (HTTP or DNS) decoded by the host.
+    Request { id: ReqId, req: ApiRequest },
+    /// The outcome of a `RunCheck`.
+    CheckResult { check: CheckId, run: RunId, status: Health, output: String },
+    /// The persist with this token (and all before it) is durable.
+    Persisted { token: PersistToken },
+    /// The persist failed; the node fail-stops rather than lie about durability.
+    PersistFailed { token: PersistToken },
+    /// The host wants the node to shut down cleanly.
+    Shutdown,
+}
+
+/// Something the host must do, in the order given.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// Wake the node with `Input::Tick` at `at` (replaces any earlier request).
+    SetTimer { at: Time },
+    /// Make this durable, then answer `Persisted { token }`.
+    Persist { token: PersistToken, op: PersistOp },
+    /// Answer request `id`.
+    Respond { id: ReqId, resp: ApiResponse },
+    /// Run one check probe with this deadline and answer `CheckResult`.
+    RunCheck { check: CheckId, run: RunId, spec: CheckSpec, timeout: Duration },
+    /// Stop any run of this check still in flight; its result no longer matters.
+    CancelCheck { check: CheckId },
+    /// Something worth telling observers (logs, the simulator's checkers).
+    Emit(Event),
+}
+
+/// Writes a node asks its host to make durable.
+#[derive(Debug, PartialEq)]
+pub enum PersistOp {
+    AppendLog { entries: Vec<Entry> },
+    HardState { term: Term, voted_for: Option<String> },
+}
+
+/// Observations for logs and checkers; they never feed behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    BecameLeader { term: Term },
+    Applied { index: Index },
+    CheckChanged { check: CheckId, status: Health },
+    ServiceDeregistered { service_id: String, reason: String },
+    Stopped,
+    Failed { reason: String },
+}

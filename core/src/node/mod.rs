@@ -1,0 +1,868 @@
+//! `Node`: one muster agent as a single deterministic state machine.
+//!
+//! Owns the routing of inputs to the subsystems (log, state machine, agent, check scheduler,
+//! blocking reads, DNS) and the one timer a host arms. Answers writes once their log entries
+//! are applied, parks blocking reads until what they watch changes, and keeps the catalog in
+//! step with the agent's local state. Never performs IO: everything leaves as an `Effect`.
+
+use std::collections::BTreeMap;
+
+use crate::agent::{
+    Agent, NodeInfo, CONSUL_SERVICE, NODE_MAINTENANCE, SERF_HEALTH, SERVICE_MAINTENANCE_PREFIX,
+};
+use crate::api::defs::{
+    BuiltCheck, CatalogDeregisterDef, CatalogRegisterDef, CheckContext, CheckDef, DefError, ServiceDef,
+};
+use crate::api::dns::{self, DnsConfig};
+use crate::api::shapes::{AgentSelf, AgentSelfConfig, AgentService, Coord, Member, Reply, Xds};
+use crate::api::{ApiError, ApiRequest, ApiResponse, Body};
+use crate::checks::Scheduler;
+use crate::fsm::catalog::{
+    CheckDefinitionView, Deregistration, Health, HealthCheck, NodeService, Registration, Weights,
+};
+use crate::fsm::{fnv1a, Command, Outcome, State};
+use crate::ids::{Index, ReqId};
+use crate::io::{Effect, Event, Input};
+use crate::raft::Raft;
+use crate::rng::{Rng, Stream};
+use crate::server::{self, Parked};
+use crate::time::{Duration, Time};
+
+/// The Consul release whose HTTP API muster speaks; clients branch on `Config.Version`.
+pub const CONSUL_API_VERSION: &str = "1.22.0";
+
+/// Ports this agent listens on, as advertised to clients (-1: disabled).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub http: i32,
+    pub dns: i32,
+    pub grpc: i32,
+    pub server: u16,
+    pub serf_lan: u16,
+    pub serf_wan: u16,
+}
+
+/// Everything a node is told at birth.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node: NodeInfo,
+    pub server: bool,
+    pub bootstrap: bool,
+    pub primary_datacenter: String,
+    pub ports: Ports,
+    pub dns: DnsConfig,
+    pub enable_script_checks: bool,
+    pub enable_local_script_checks: bool,
+    pub check_output_max: usize,
+    pub check_update_interval: Duration,
+    pub default_query_time: Duration,
+    pub max_query_time: Duration,
+    /// Full anti-entropy sync period (Consul's 1 minute).
+    pub ae_interval: Duration,
+    /// Unix seconds at host time zero, for the DNS SOA serial.
+    pub unix_secs_at_zero: u64,
+    pub muster_version: String,
+    /// Sanitized runtime configuration shown in `agent/self` `DebugConfig`.
+    pub debug_config: BTreeMap<String, String>,
+    /// Host facts for `Stats.runtime` (arch, os, cpu count).
+    pub host_stats: BTreeMap<String, String>,
+    /// Services and checks from config files.
+    pub services: Vec<ServiceDef>,
+    pub checks: Vec<CheckDef>,
+}
+
+/// Why a node refused its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid service definition \"{name}\": {err}")]
+    Service { name: String, err: DefError },
+    #[error("invalid check definition \"{name}\": {err}")]
+    Check { name: String, err: DefError },
+}
+
+/// A config-file registration: a service with its checks, or a lone node check.
+type Startup = (Option<NodeService>, Vec<BuiltCheck>);
+
+/// A write waiting for its log entry to apply.
+#[derive(Debug)]
+enum Pending {
+    /// Answer with the apply outcome (`true`/`false`, or the error).
+    Outcome(ReqId),
+    /// Answer 200 with no body (agent endpoints, once their sync is applied).
+    Empty(ReqId),
+}
+
+pub struct Node {
+    cfg: Config,
+    raft: Raft,
+    state: State,
+    agent: Agent,
+    scheduler: Scheduler,
+    /// Config-file registrations, validated at construction, registered at the first step.
+    startup: Vec<Startup>,
+    pending: BTreeMap<Index, Vec<Pending>>,
+    parked: Vec<Parked>,
+    blocking_rng: Rng,
+    dns_rng: Rng,
+    ae_rng: Rng,
+    next_full_sync: Time,
+    armed: Option<Time>,
+    now: Time,
+    started: bool,
+    failed: Option<String>,
+}
+
+impl Node {
+    /// Builds a node, refusing invalid config-file services and checks.
+    pub fn new(cfg: Config, seed: [u8; 32]) -> Result<Node, ConfigError> {
+        let startup = validate_definitions(&cfg)?;
+        Ok(Node {
+            raft: Raft::single_voter(),
+            state: State::default(),
+            agent: Agent::new(cfg.node.clone(), cfg.check_update_interval),
+            scheduler: Scheduler::new(Rng::new(seed, Stream::Checks)),
+            startup,
+            pending: BTreeMap::new(),
+            parked: Vec::new(),
+            blocking_rng: Rng::new(seed, Stream::Blocking),
+            dns_rng: Rng::new(seed, Stream::Dns),
+            ae_rng: Rng::new(seed, Stream::AntiEntropy),
+            next_full_sync: Time::ZERO,
+            armed: None,
+            now: Time::ZERO,
+            started: false,
+            failed: None,
+            cfg,
+        })
+    }
+
+    /// Read-only view for tests and checkers; never feeds behaviour.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Feeds one input that happened at `now`; effects are appended to `out` in order.
+    pub fn step(&mut self, now: Time, input: Input, out: &mut Vec<Effect>) {
+        assert!(now >= self.now, "time went backwards: {now} after {}", self.now);
+        self.now = now;
+        if let Some(reason) = &self.failed {
+            if let Input::Request { id, .. } = input {
+                out.push(Effect::Respond {
+                    id,
+                    resp: ApiResponse::error(500, format!("agent stopped: {reason}")),
+                });
+            }
+            return;
+        }
+        if !self.started {
+            self.start(now, out);
+        }
+        match input {
+            Input::Tick => {}
+            Input::Request { id, req } => self.request(now, id, req, out),
+            Input::CheckResult { check, run, status, output } => {
+                if let Some(v) = self.scheduler.on_result(&check, run, status, output, now) {
+                    self.publish(&v.check, v.status, &v.output, now, out);
+                }
+            }
+            Input::Persisted { token } => {
+                for entry in self.raft.persisted(token) {
+                    self.apply(entry.index, &entry.command, out);
+                }
+            }
+            Input::PersistFailed { token } => {
+                let reason = format!("persist {} failed; refusing to continue without durability", token.0);
+                out.push(Effect::Emit(Event::Failed { reason: reason.clone() }));
+                self.failed = Some(reason);
+                return;
+            }
+            Input::Shutdown => {
+                out.push(Effect::Emit(Event::Stopped));
+                return;
+            }
+        }
+        self.poll(now, out);
+        self.sync(now, false, out);
+        self.arm(out);
+    }
+
+    /// First step: lead the single-voter log, write this node's own catalog entry (what the
+    /// leader's membership reconcile does), and start the config-file registrations.
+    fn start(&mut self, now: Time, out: &mut Vec<Effect>) {
+        self.started = true;
+        self.raft.campaign(out);
+        let reconcile = self.reconcile_self();
+        self.raft.propose(reconcile, out);
+        for (svc, checks) in std::mem::take(&mut self.startup) {
+            if let Some(svc) = svc {
+                self.agent.add_service(svc);
+            }
+            for b in checks {
+                self.add_check(b, now, out);
+            }
+        }
+        self.next_full_sync = now + self.cfg.ae_interval;
+    }
+
+    /// The leader's record of a live member: the node, its `serfHealth`, and for servers
+    /// the `consul` service.
+    fn reconcile_self(&self) -> Command {
+        let info = &self.cfg.node;
+        let serf = HealthCheck {
+            node: info.name.clone(),
+            check_id: SERF_HEALTH.into(),
+            name: "Serf Health Status".into(),
+            status: Health::Passing,
+            notes: String::new(),
+            output: "Agent alive and reachable".into(),
+            service_id: String::new(),
+            service_name: String::new(),
+            service_tags: vec![],
+            kind: String::new(),
+            interval: String::new(),
+            timeout: String::new(),
+            exposed_port: 0,
+            definition: CheckDefinitionView::default(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        let service = self.cfg.server.then(|| NodeService {
+            kind: String::new(),
+            id: CONSUL_SERVICE.into(),
+            service: CONSUL_SERVICE.into(),
+            tags: vec![],
+            address: String::new(),
+            tagged_addresses: BTreeMap::new(),
+            meta: BTreeMap::from([
+                ("non_voter".into(), "false".into()),
+                ("raft_version".into(), "3".into()),
+                ("read_replica".into(), "false".into()),
+                ("serf_protocol_current".into(), "2".into()),
+                ("serf_protocol_max".into(), "5".into()),
+                ("serf_protocol_min".into(), "1".into()),
+                ("version".into(), CONSUL_API_VERSION.into()),
+            ]),
+            port: self.cfg.ports.server,
+            weights: Weights::default(),
+            enable_tag_override: false,
+            create_index: 0,
+            modify_index: 0,
+        });
+        Command::Register(Box::new(Registration {
+            node: info.row(),
+            skip_node_update: false,
+            service,
+            checks: vec![serf],
+        }))
+    }
+
+    fn apply(&mut self, index: Index, cmd: &Command, out: &mut Vec<Effect>) {
+        let applied = self.state.apply(index, cmd);
+        out.push(Effect::Emit(Event::Applied { index }));
+        let due: Vec<Index> = self.pending.range(..=index).map(|(i, _)| *i).collect();
+        for i in due {
+            for p in self.pending.remove(&i).unwrap_or_default() {
+                let (id, resp) = match p {
+                    Pending::Empty(id) => (id, ApiResponse::empty()),
+                    Pending::Outcome(id) if i != index => (id, ApiResponse::empty()),
+                    Pending::Outcome(id) => (id, outcome_response(&applied.outcome)),
+                };
+                out.push(Effect::Respond { id, resp });
+            }
+        }
+        let (woken, still): (Vec<Parked>, Vec<Parked>) =
+            std::mem::take(&mut self.parked).into_iter().partition(|p| p.watch.woken_by(&applied.touched));
+        self.parked = still;
+        for p in woken {
+            self.read(p.id, p.req, Some(p.deadline), out);
+        }
+    }
+
+    /// Runs due timers: check runs and TTL expiries, reaping, blocking-read deadlines.
+    fn poll(&mut self, now: Time, out: &mut Vec<Effect>) {
+        for v in self.scheduler.poll(now, out) {
+            self.publish(&v.check, v.status, &v.output, now, out);
+        }
+        for sid in self.agent.services_to_reap(now) {
+            for c in self.agent.remove_service(&sid) {
+                self.scheduler.remove(&c, out);
+            }
+            out.push(Effect::Emit(Event::ServiceDeregistered {
+                service_id: sid,
+                reason: "a check stayed critical past DeregisterCriticalServiceAfter".into(),
+            }));
+        }
+        let (expired, waiting): (Vec<Parked>, Vec<Parked>) =
+            std::mem::take(&mut self.parked).into_iter().partition(|p| p.deadline <= now);
+        self.parked = waiting;
+        for p in expired {
+            if let Some(r) = server::read(&self.state, &p.req) {
+                let q = server::query_opts(&p.req).unwrap_or_default();
+                out.push(Effect::Respond { id: p.id, resp: server::finish(r, &q) });
+            }
+        }
+        if now >= self.next_full_sync {
+            self.sync(now, true, out);
+            let jitter = self.ae_rng.below(self.cfg.ae_interval.as_nanos() as u64);
+            self.next_full_sync = now + self.cfg.ae_interval + Duration::from_nanos(jitter);
+        }
+    }
+
+    /// Proposes what the agent's local state needs the catalog to learn; returns the index
+    /// the last command will have, if any. A full sync waits until nothing is in flight, so
+    /// it compares against a catalog that has caught up with earlier syncs.
+    fn sync(&mut self, now: Time, full: bool, out: &mut Vec<Effect>) -> Option<Index> {
+        let full = full && self.raft.last_index() == self.raft.commit_index();
+        let cmds = self.agent.sync(&self.state.catalog, full, now);
+        (!cmds.is_empty()).then(|| self.raft.propose_batch(cmds, out))
+    }
+
+    /// Asks for one wakeup at the earliest deadline, if it changed.
+    fn arm(&mut self, out: &mut Vec<Effect>) {
+        let next = [
+            self.scheduler.next_deadline(),
+            self.agent.next_deadline(),
+            self.parked.iter().map(|p| p.deadline).min(),
+            Some(self.next_full_sync),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(at) = next.filter(|t| Some(*t) != self.armed) {
+            self.armed = Some(at);
+            out.push(Effect::SetTimer { at });
+        }
+    }
+
+    fn publish(&mut self, check: &str, status: Health, output: &str, now: Time, out: &mut Vec<Effect>) {
+        let before = self.agent.check(check).map(|c| c.status);
+        if self.agent.set_check(check, status, output, now) && before != Some(status) {
+            out.push(Effect::Emit(Event::CheckChanged { check: check.to_string(), status }));
+        }
+    }
+
+    fn add_check(&mut self, b: BuiltCheck, now: Time, out: &mut Vec<Effect>) {
+        let mut row = b.row;
+        // Re-registering a check keeps its last result rather than flapping back to critical.
+        if let Some(prev) = self.agent.check(&row.check_id) {
+            if prev.kind == row.kind {
+                row.status = prev.status;
+                row.output = prev.output.clone();
+            }
+        }
+        self.scheduler.add(&row.check_id, b.kind, b.thresholds, now, out);
+        self.agent.add_check(row, b.deregister_after, now);
+    }
+
+    fn respond(&self, id: ReqId, resp: ApiResponse, out: &mut Vec<Effect>) {
+        out.push(Effect::Respond { id, resp });
+    }
+
+    /// Answers once the sync of an agent change is applied (at once when nothing changed).
+    fn respond_after_sync(&mut self, id: ReqId, now: Time, out: &mut Vec<Effect>) {
+        match self.sync(now, false, out) {
+            Some(index) => self.pending.entry(index).or_default().push(Pending::Empty(id)),
+            None => self.respond(id, ApiResponse::empty(), out),
+        }
+    }
+
+    fn propose_write(&mut self, id: ReqId, cmd: Command, out: &mut Vec<Effect>) {
+        let index = self.raft.propose(cmd, out);
+        self.pending.entry(index).or_default().push(Pending::Outcome(id));
+    }
+
+    /// Runs a state-store read, parking it when it blocks and nothing newer exists.
+    /// `deadline` is set when a parked read is re-run.
+    fn read(&mut self, id: ReqId, req: ApiRequest, deadline: Option<Time>, out: &mut Vec<Effect>) {
+        let q = server::query_opts(&req).unwrap_or_default();
+        let Some(r) = server::read(&self.state, &req) else {
+            return;
+        };
+        if q.min_index == Index::ZERO || r.index > q.min_index {
+            self.respond(id, server::finish(r, &q), out);
+            return;
+        }
+        let deadline = deadline.unwrap_or_else(|| {
+            let wait = q
+                .wait
+                .filter(|w| !w.is_zero())
+                .unwrap_or(self.cfg.default_query_time)
+                .min(self.cfg.max_query_time);
+            // Jitter spreads the wakeups of many watchers that started together.
+            let jitter = self.blocking_rng.below(wait.as_nanos() as u64 / 16);
+            self.now + wait + Duration::from_nanos(jitter)
+        });
+        self.parked.push(Parked { id, req, deadline, watch: r.watch });
+    }
+
+    fn request(&mut self, now: Time, id: ReqId, req: ApiRequest, out: &mut Vec<Effect>) {
+        if server::query_opts(&req).is_some() {
+            if let ApiRequest::KvGet { key, read: crate::api::KvRead::Entry { .. }, .. } = &req {
+                if key.is_empty() {
+                    return self.respond(id, ApiResponse::error(400, "Missing key name"), out);
+                }
+            }
+            return self.read(id, req, None, out);
+        }
+        match req {
+            ApiRequest::KvPut { key, value, flags, mode } => match validate_key(&key) {
+                Err(e) => self.respond(id, e.into(), out),
+                Ok(()) => self.propose_write(id, Command::KvSet { key, value, flags, mode }, out),
+            },
+            ApiRequest::KvDelete { key, recurse, cas } => {
+                if key.is_empty() && !recurse {
+                    return self.respond(id, ApiResponse::error(400, "Missing key name"), out);
+                }
+                self.propose_write(id, Command::KvDelete { key, recurse, cas }, out);
+            }
+            ApiRequest::CatalogRegister(def) => match self.registration(*def) {
+                Ok(reg) => self.propose_write(id, Command::Register(Box::new(reg)), out),
+                Err(e) => self.respond(id, e.into(), out),
+            },
+            ApiRequest::CatalogDeregister(def) => match deregistration(def) {
+                Ok(d) => self.propose_write(id, Command::Deregister(d), out),
+                Err(e) => self.respond(id, e.into(), out),
+            },
+            ApiRequest::CatalogDatacenters => self.respond(
+                id,
+                ApiResponse::json(Reply::Strings(vec![self.cfg.node.datacenter.clone()])),
+                out,
+            ),
+            ApiRequest::StatusLeader => {
+                self.respond(id, ApiResponse::json(Reply::Str(self.server_addr())), out)
+            }
+            ApiRequest::StatusPeers => {
+                self.respond(id, ApiResponse::json(Reply::Strings(vec![self.server_addr()])), out)
+            }
+            ApiRequest::AgentSelf => {
+                self.respond(id, ApiResponse::json(Reply::AgentSelf(Box::new(self.agent_self()))), out)
+            }
+            ApiRequest::AgentMembers => {
+                self.respond(id, ApiResponse::json(Reply::Members(vec![self.member()])), out)
+            }
+            ApiRequest::AgentServices => {
+                let dc = &self.cfg.node.datacenter;
+                let map = self.agent.services().map(|s| (s.id.clone(), AgentService::new(s, dc))).collect();
+                self.respond(id, ApiResponse::json(Reply::AgentServices(map)), out)
+            }
+            ApiRequest::AgentService { id: sid } => {
+                let resp = match self.agent.service(&sid) {
+                    Some(s) => {
+                        let mut view = AgentService::new(s, &self.cfg.node.datacenter);
+                        view.content_hash = Some(format!("{:016x}", fnv1a(format!("{view:?}").as_bytes())));
+                        ApiResponse::json(Reply::AgentService(Box::new(view)))
+                    }
+                    None => ApiResponse::error(404, format!("unknown service ID: {sid}")),
+                };
+                self.respond(id, resp, out)
+            }
+            ApiRequest::AgentChecks => {
+                let map = self.agent.checks().map(|c| (c.check_id.clone(), c.clone())).collect();
+                self.respond(id, ApiResponse::json(Reply::AgentChecks(map)), out)
+            }
+            ApiRequest::AgentServiceRegister { def, replace_existing_checks } => {
+                match self.register_service(&def, replace_existing_checks, now, out) {
+                    Ok(()) => self.respond_after_sync(id, now, out),
+                    Err(e) => self.respond(id, ApiResponse::error(400, e.to_string()), out),
+                }
+            }
+            ApiRequest::AgentServiceDeregister { id: sid } => {
+                for c in self.agent.remove_service(&sid) {
+                    self.scheduler.remove(&c, out);
+                }
+                self.respond_after_sync(id, now, out)
+            }
+            ApiRequest::AgentCheckRegister { def } => match self.register_check(&def, now, out) {
+                Ok(()) => self.respond_after_sync(id, now, out),
+                Err(e) => self.respond(id, e.into(), out),
+            },
+            ApiRequest::AgentCheckDeregister { id: cid } => {
+                if !self.agent.remove_check(&cid) {
+                    return self.respond(
+                        id,
+                        ApiResponse::error(404, format!("Unknown check ID \"{cid}\"")),
+                        out,
+                    );
+                }
+                self.scheduler.remove(&cid, out);
+                self.respond_after_sync(id, now, out)
+            }
+            ApiRequest::AgentCheckTtl { id: cid, status, output } => {
+                if self.agent.check(&cid).is_none() {
+                    let reason = format!(
+                        "Unknown check ID \"{cid}\". Ensure that the check ID is passed, not the check name."
+                    );
+                    return self.respond(id, ApiResponse::error(404, reason), out);
+                }
+                let output = truncate_output(&output, self.cfg.check_output_max);
+                if !self.scheduler.ttl_update(&cid, &output, now) {
+                    let reason = format!("CheckID \"{cid}\" does not have associated TTL");
+                    return self.respond(id, ApiResponse::error(500, reason), out);
+                }
+                self.publish(&cid, status, &output, now, out);
+                self.respond_after_sync(id, now, out)
+            }
+            ApiRequest::AgentMaintenance { enable, reason } => {
+                let notes = if reason.is_empty() {
+                    "Maintenance mode is enabled for this node, but no reason was provided. This is a default message.".into()
+                } else {
+                    reason
+                };
+                self.maintenance(NODE_MAINTENANCE, "Node Maintenance Mode", None, enable, notes, now);
+                self.respond_after_sync(id, now, out)
+            }
+            ApiRequest::AgentServiceMaintenance { id: sid, enable, reason } => {
+                let Some(svc) = self.agent.service(&sid).cloned() else {
+                    return self.respond(
+                        id,
+                        ApiResponse::error(404, format!("Unknown service ID \"{sid}\"")),
+                        out,
+                    );
+                };
+                let notes = if reason.is_empty() {
+                    "Maintenance mode is enabled for this service, but no reason was provided. This is a default message.".into()
+                } else {
+                    reason
+                };
+                let check_id = format!("{SERVICE_MAINTENANCE_PREFIX}{sid}");
+                self.maintenance(&check_id, "Service Maintenance Mode", Some(&svc), enable, notes, now);
+                self.respond_after_sync(id, now, out)
+            }
+            ApiRequest::Dns(q) => {
+                let serial = (self.cfg.unix_secs_at_zero + now.as_nanos() / 1_000_000_000) as u32;
+                let answer = dns::answer(&q, &self.state.catalog, &self.cfg.dns, serial, &mut self.dns_rng);
+                self.respond(id, ApiResponse { status: 200, meta: None, body: Body::Dns(answer) }, out)
+            }
+            ApiRequest::KvGet { .. }
+            | ApiRequest::CatalogNodes { .. }
+            | ApiRequest::CatalogServices { .. }
+            | ApiRequest::CatalogAllInstances { .. }
+            | ApiRequest::CatalogService { .. }
+            | ApiRequest::CatalogNode { .. }
+            | ApiRequest::HealthNode { .. }
+            | ApiRequest::HealthChecks { .. }
+            | ApiRequest::HealthService { .. }
+            | ApiRequest::HealthState { .. } => unreachable!("reads are routed above"),
+        }
+    }
+
+    fn maintenance(
+        &mut self,
+        check_id: &str,
+        name: &str,
+        svc: Option<&NodeService>,
+        enable: bool,
+        notes: String,
+        now: Time,
+    ) {
+        if !enable {
+            self.agent.remove_check(check_id);
+            return;
+        }
+        let row = HealthCheck {
+            node: self.cfg.node.name.clone(),
+            check_id: check_id.into(),
+            name: name.into(),
+            status: Health::Critical,
+            notes,
+            output: String::new(),
+            service_id: svc.map(|s| s.id.clone()).unwrap_or_default(),
+            service_name: svc.map(|s| s.service.clone()).unwrap_or_default(),
+            service_tags: svc.map(|s| s.tags.clone()).unwrap_or_default(),
+            kind: "maintenance".into(),
+            interval: String::new(),
+            timeout: String::new(),
+            exposed_port: 0,
+            definition: CheckDefinitionView::default(),
+            create_index: 0,
+            modify_index: 0,
+        };
+        self.agent.add_check(row, None, now);
+    }
+
+    fn check_context(&self) -> CheckContext<'_> {
+        CheckContext {
+            node: &self.cfg.node.name,
+            scripts_allowed: self.cfg.enable_script_checks,
+            output_max: self.cfg.check_output_max,
+        }
+    }
+
+    fn register_service(
+        &mut self,
+        def: &ServiceDef,
+        replace: bool,
+        now: Time,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), DefError> {
+        let svc = def.to_node_service()?;
+        let built = def.build_checks(&self.check_context())?;
+        if replace {
+            let keep: Vec<&str> = built.iter().map(|b| b.row.check_id.as_str()).collect();
+            let stale: Vec<String> = self
+                .agent
+                .checks()
+                .filter(|c| c.service_id == svc.id && !keep.contains(&c.check_id.as_str()))
+                .map(|c| c.check_id.clone())
+                .collect();
+            for c in stale {
+                self.agent.remove_check(&c);
+                self.scheduler.remove(&c, out);
+            }
+        }
+        self.agent.add_service(svc);
+        for b in built {
+            self.add_check(b, now, out);
+        }
+        Ok(())
+    }
+
+    fn register_check(&mut self, def: &CheckDef, now: Time, out: &mut Vec<Effect>) -> Result<(), ApiError> {
+        if let Some(sid) = def.service_id.as_deref().filter(|s| !s.is_empty()) {
+            if self.agent.service(sid).is_none() {
+                return Err(ApiError::new(404, format!("ServiceID \"{sid}\" does not exist")));
+            }
+        }
+        let built = def.build(&self.check_context()).map_err(|e| ApiError::new(400, e.to_string()))?;
+        self.add_check(built, now, out);
+        Ok(())
+    }
+
+    fn registration(&self, def: CatalogRegisterDef) -> Result<Registration, ApiError> {
+        let dc = &self.cfg.node.datacenter;
+        if def.datacenter.as_deref().is_some_and(|d| !d.is_empty() && d != dc) {
+            return Err(ApiError::new(500, "No path to datacenter"));
+        }
+        let bad = |e: DefError| ApiError::new(400, e.to_string());
+        crate::api::defs::validate_meta(&def.node_meta).map_err(bad)?;
+        let service = def.service.as_ref().map(|s| s.to_node_service()).transpose().map_err(bad)?;
+        let mut checks = Vec::new();
+        for c in &def.checks {
+            let status = crate::api::defs::parse_status(c.status.as_deref()).map_err(bad)?;
+            let check_id = c.check_id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| c.name.clone());
+            checks.push(HealthCheck {
+                node: def.node.clone(),
+                check_id,
+                name: c.name.clone(),
+                status,
+                notes: c.notes.clone(),
+                output: c.output.clone(),
+                service_id: c.service_id.clone(),
+                service_name: String::new(),
+                service_tags: vec![],
+                kind: String::new(),
+                interval: String::new(),
+                timeout: String::new(),
+                exposed_port: 0,
+                definition: c.definition.view(),
+                create_index: 0,
+                modify_index: 0,
+            });
+        }
+        let node = crate::fsm::catalog::Node {
+            id: def.id,
+            node: def.node,
+            address: def.address,
+            datacenter: dc.clone(),
+            tagged_addresses: def.tagged_addresses,
+            meta: def.node_meta,
+            create_index: 0,
+            modify_index: 0,
+        };
+        Ok(Registration { node, skip_node_update: def.skip_node_update, service, checks })
+    }
+
+    fn server_addr(&self) -> String {
+        format!("{}:{}", self.cfg.node.address, self.cfg.ports.server)
+    }
+
+    fn member(&self) -> Member {
+        let c = &self.cfg;
+        let mut tags = BTreeMap::from([
+            ("role".to_string(), if c.server { "consul" } else { "node" }.to_string()),
+            ("dc".into(), c.node.datacenter.clone()),
+            ("segment".into(), String::new()),
+            ("id".into(), c.node.id.clone()),
+            ("vsn".into(), "2".into()),
+            ("vsn_min".into(), "2".into()),
+            ("vsn_max".into(), "3".into()),
+            ("build".into(), format!("{CONSUL_API_VERSION}:muster-{}", c.muster_version)),
+            ("acls".into(), "0".into()),
+            ("ft_fs".into(), "1".into()),
+            ("ft_si".into(), "1".into()),
+        ]);
+        if c.server {
+            tags.insert("port".into(), c.ports.server.to_string());
+            tags.insert("raft_vsn".into(), "3".into());
+            tags.insert("wan_join_port".into(), c.ports.serf_wan.to_string());
+            if c.bootstrap {
+                tags.insert("bootstrap".into(), "1".into());
+            }
+        }
+        if c.ports.grpc > 0 {
+            tags.insert("grpc_port".into(), c.ports.grpc.to_string());
+        }
+        Member {
+            name: c.node.name.clone(),
+            addr: c.node.address.clone(),
+            port: c.ports.serf_lan,
+            tags,
+            status: 1,
+            protocol_min: 1,
+            protocol_max: 5,
+            protocol_cur: 2,
+            delegate_min: 2,
+            delegate_max: 5,
+            delegate_cur: 4,
+        }
+    }
+
+    fn agent_self(&self) -> AgentSelf {
+        let c = &self.cfg;
+        let s = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect()
+        };
+        let leader = self.raft.is_leader();
+        let mut stats = BTreeMap::new();
+        stats.insert(
+            "agent".into(),
+            s(&[
+                ("check_monitors", self.agent.checks().filter(|x| x.kind == "script").count().to_string()),
+                ("check_ttls", self.agent.checks().filter(|x| x.kind == "ttl").count().to_string()),
+                ("checks", self.agent.checks().count().to_string()),
+                ("services", self.agent.services().count().to_string()),
+            ]),
+        );
+        stats.insert(
+            "build".into(),
+            s(&[
+                ("prerelease", String::new()),
+                ("revision", "muster".into()),
+                ("version", CONSUL_API_VERSION.into()),
+                ("muster_version", c.muster_version.clone()),
+            ]),
+        );
+        stats.insert(
+            "consul".into(),
+            s(&[
+                ("acl", "disabled".into()),
+                ("bootstrap", c.bootstrap.to_string()),
+                ("known_datacenters", "1".into()),
+                ("leader", leader.to_string()),
+                ("leader_addr", if leader { self.server_addr() } else { String::new() }),
+                ("server", c.server.to_string()),
+            ]),
+        );
+        stats.insert(
+            "raft".into(),
+            s(&[
+                ("applied_index", self.state.applied().0.to_string()),
+                ("commit_index", self.raft.commit_index().0.to_string()),
+                ("last_log_index", self.raft.last_index().0.to_string()),
+                ("num_peers", "0".into()),
+                ("state", if leader { "Leader" } else { "Follower" }.into()),
+                ("term", self.raft.term().0.to_string()),
+            ]),
+        );
+        stats.insert("runtime".into(), c.host_stats.clone());
+        stats.insert(
+            "serf_lan".into(),
+            s(&[("members", "1".into()), ("failed", "0".into()), ("left", "0".into())]),
+        );
+        let xds = (c.ports.grpc > 0).then(|| Xds {
+            supported_proxies: BTreeMap::new(),
+            port: c.ports.grpc,
+            ports: BTreeMap::from([("Plaintext".into(), c.ports.grpc), ("TLS".into(), -1)]),
+        });
+        AgentSelf {
+            config: AgentSelfConfig {
+                datacenter: c.node.datacenter.clone(),
+                primary_datacenter: c.primary_datacenter.clone(),
+                node_name: c.node.name.clone(),
+                node_id: c.node.id.clone(),
+                revision: "muster".into(),
+                server: c.server,
+                version: CONSUL_API_VERSION.into(),
+                muster_version: c.muster_version.clone(),
+                build_date: String::new(),
+            },
+            debug_config: c.debug_config.clone(),
+            coord: Coord::default(),
+            member: self.member(),
+            stats,
+            meta: c.node.meta.clone(),
+            xds,
+        }
+    }
+}
+
+fn validate_definitions(cfg: &Config) -> Result<Vec<Startup>, ConfigError> {
+    let scripts = cfg.enable_script_checks || cfg.enable_local_script_checks;
+    let ctx =
+        CheckContext { node: &cfg.node.name, scripts_allowed: scripts, output_max: cfg.check_output_max };
+    let mut out = Vec::new();
+    for def in &cfg.services {
+        let err = |err| ConfigError::Service { name: def.name.clone(), err };
+        out.push((Some(def.to_node_service().map_err(err)?), def.build_checks(&ctx).map_err(err)?));
+    }
+    for def in &cfg.checks {
+        let err = |err| ConfigError::Check { name: def.name.clone().unwrap_or_default(), err };
+        out.push((None, vec![def.build(&ctx).map_err(err)?]));
+    }
+    Ok(out)
+}
+
+fn deregistration(def: CatalogDeregisterDef) -> Result<Deregistration, ApiError> {
+    if def.node.is_empty() {
+        return Err(ApiError::new(400, "Missing node name"));
+    }
+    let nonempty = |s: Option<String>| s.filter(|x| !x.is_empty());
+    Ok(Deregistration {
+        node: def.node,
+        service_id: nonempty(def.service_id),
+        check_id: nonempty(def.check_id),
+    })
+}
+
+fn outcome_response(o: &Outcome) -> ApiResponse {
+    match o {
+        Outcome::Bool(b) => ApiResponse::json(Reply::Bool(*b)),
+        Outcome::Kv(e) => ApiResponse::error(500, e.to_string()),
+        Outcome::Catalog(e) => ApiResponse::error(500, e.to_string()),
+    }
+}
+
+/// Keys that could be read as paths upward, or that carry stray whitespace, are refused
+/// (Consul's CVE-2025-11392 rule).
+fn validate_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::new(400, "Missing key name"));
+    }
+    let traversal = key.split(['/', '\\']).any(|seg| seg == "..");
+    if traversal || key.trim() != key {
+        return Err(ApiError::new(
+            400,
+            format!("Invalid key name \"{key}\": path traversal or surrounding whitespace"),
+        ));
+    }
+    Ok(())
+}
+
+/// TTL notes keep their first `max` bytes, with Consul's suffix when cut.
+fn truncate_output(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} ... (captured {max} of {} bytes)", &s[..end], s.len())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+//! muster-runtime: runs a `muster_core::node::Node` on tokio with real sockets, timers and
+//! processes.
+//!
+//! The host decides nothing: it decodes HTTP and DNS into typed requests, feeds the node,
+//! and carries out the effects it returns, in order.
+
+pub mod decode;
+pub mod filter;
