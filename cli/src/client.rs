@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context as _};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -37,8 +37,6 @@ enum Target {
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    #[allow(dead_code)] // part of the client's contract; no command reads headers yet
-    pub headers: HeaderMap,
     pub body: Bytes,
 }
 
@@ -215,9 +213,8 @@ where
     });
     let resp = sender.send_request(request).await?;
     let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();
-    Ok(Response { status, headers, body })
+    Ok(Response { status, body })
 }
 
 /// Parses an `-http-addr` value.
@@ -388,7 +385,6 @@ mod tests {
         let resp = c.put(&path, &[("flags", "42")], b"hello".to_vec()).await.unwrap();
         assert_eq!(resp.status, 200);
         assert_eq!(&resp.body[..], b"true");
-        assert_eq!(resp.headers["x-consul-index"], "7");
         let req = server.await.unwrap();
         assert!(req.starts_with("PUT /v1/kv/a%20b/c%23d?flags=42 HTTP/1.1\r\n"), "{req}");
         assert!(req.to_ascii_lowercase().contains("x-consul-token: secret\r\n"), "{req}");

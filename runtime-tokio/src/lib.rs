@@ -4,5 +4,11 @@
 //! The host decides nothing: it decodes HTTP and DNS into typed requests, feeds the node,
 //! and carries out the effects it returns, in order.
 
+pub mod agent;
+pub mod checks;
+pub mod config;
 pub mod decode;
+pub mod dns;
 pub mod filter;
+pub mod host;
+pub mod http;

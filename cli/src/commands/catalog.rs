@@ -8,7 +8,9 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::{align, emit, join_map, load_data_source, parse_json, parse_key_value, str_field, HttpArgs};
+use super::{
+    align, emit, join_map, load_data_source, parse_json, parse_key_value, sorted, str_field, HttpArgs,
+};
 use crate::client::encode;
 
 #[derive(Subcommand, Debug)]
@@ -222,10 +224,12 @@ fn node_services_by_name(node: &Value) -> Value {
 /// Service names one per line, sorted; with `tags`, each name beside its
 /// sorted, comma-joined tags. `None` for no services.
 pub fn services_list(services: &Value, tags: bool) -> Option<String> {
-    let services = services.as_object().filter(|s| !s.is_empty())?;
-    // serde_json's default map iterates in key order: names come sorted.
+    let services = sorted(Some(services));
+    if services.is_empty() {
+        return None;
+    }
     let rows: Vec<Vec<String>> = services
-        .iter()
+        .into_iter()
         .map(|(name, service_tags)| {
             if !tags {
                 return vec![name.clone()];

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::Value;
 
-use super::{emit, parse_json, HttpArgs};
+use super::{emit, parse_json, sorted, HttpArgs};
 
 /// The Consul release whose HTTP API and CLI muster follows.
 const CONSUL_API_VERSION: &str = "1.22.0";
@@ -30,12 +30,10 @@ pub async fn run(args: InfoArgs) -> anyhow::Result<()> {
 /// keys sorted, from the `Stats` object of an `/v1/agent/self` answer.
 pub fn stats_text(agent_self: &Value) -> String {
     let mut out = String::new();
-    let sections = agent_self.get("Stats").and_then(Value::as_object);
-    // serde_json's default map iterates in key order.
-    for (section, stats) in sections.into_iter().flatten() {
+    for (section, stats) in sorted(agent_self.get("Stats")) {
         out.push_str(section);
         out.push_str(":\n");
-        for (key, value) in stats.as_object().into_iter().flatten() {
+        for (key, value) in sorted(Some(stats)) {
             // Stats values are strings; anything else is shown as JSON.
             let value = value.as_str().map_or_else(|| value.to_string(), str::to_string);
             out.push_str(&format!("\t{key} = {value}\n"));

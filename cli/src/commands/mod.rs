@@ -165,13 +165,18 @@ pub fn field_ci<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_object()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
 }
 
+/// A JSON object's entries sorted by key: the agent keeps Consul's field order, while
+/// listings print sorted.
+pub fn sorted(v: Option<&Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = v.and_then(Value::as_object).into_iter().flatten().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 /// `k1=v1<joiner>k2=v2` for a JSON object of strings, sorted by key.
 pub fn join_map(v: Option<&Value>, joiner: &str) -> String {
-    let Some(map) = v.and_then(Value::as_object) else {
-        return String::new();
-    };
-    // serde_json's default map is ordered by key already.
-    map.iter()
+    sorted(v)
+        .into_iter()
         .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
         .collect::<Vec<_>>()
         .join(joiner)

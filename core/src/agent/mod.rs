@@ -47,6 +47,18 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
+    /// A node in `datacenter` with no ID, tagged addresses or metadata.
+    pub fn new(name: &str, address: &str, datacenter: &str) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            id: String::new(),
+            address: address.into(),
+            datacenter: datacenter.into(),
+            tagged_addresses: BTreeMap::new(),
+            meta: BTreeMap::new(),
+        }
+    }
+
     pub fn row(&self) -> Node {
         Node {
             id: self.id.clone(),

@@ -71,6 +71,33 @@ pub struct Config {
     pub checks: Vec<CheckDef>,
 }
 
+impl Config {
+    /// A bootstrapping server named by `node`, with Consul's defaults for everything else.
+    pub fn defaults(node: NodeInfo) -> Config {
+        Config {
+            primary_datacenter: node.datacenter.clone(),
+            node,
+            server: true,
+            bootstrap: true,
+            ports: Ports { http: 8500, dns: 8600, grpc: -1, server: 8300, serf_lan: 8301, serf_wan: 8302 },
+            dns: DnsConfig::default(),
+            enable_script_checks: false,
+            enable_local_script_checks: false,
+            check_output_max: 4096,
+            check_update_interval: Duration::from_secs(300),
+            default_query_time: Duration::from_secs(300),
+            max_query_time: Duration::from_secs(600),
+            ae_interval: Duration::from_secs(60),
+            unix_secs_at_zero: 0,
+            muster_version: String::new(),
+            debug_config: BTreeMap::new(),
+            host_stats: BTreeMap::new(),
+            services: vec![],
+            checks: vec![],
+        }
+    }
+}
+
 /// Why a node refused its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

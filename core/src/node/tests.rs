@@ -9,34 +9,7 @@ use crate::fsm::kv::KvSetMode;
 use crate::io::PersistOp;
 
 fn config() -> Config {
-    Config {
-        node: NodeInfo {
-            name: "dev".into(),
-            id: "11111111-2222-3333-4444-555555555555".into(),
-            address: "127.0.0.1".into(),
-            datacenter: "dc1".into(),
-            tagged_addresses: BTreeMap::new(),
-            meta: BTreeMap::new(),
-        },
-        server: true,
-        bootstrap: true,
-        primary_datacenter: "dc1".into(),
-        ports: Ports { http: 8500, dns: 8600, grpc: -1, server: 8300, serf_lan: 8301, serf_wan: 8302 },
-        dns: DnsConfig::default(),
-        enable_script_checks: false,
-        enable_local_script_checks: false,
-        check_output_max: 4096,
-        check_update_interval: Duration::from_secs(300),
-        default_query_time: Duration::from_secs(300),
-        max_query_time: Duration::from_secs(600),
-        ae_interval: Duration::from_secs(60),
-        unix_secs_at_zero: 1_700_000_000,
-        muster_version: "0.1.0".into(),
-        debug_config: BTreeMap::new(),
-        host_stats: BTreeMap::new(),
-        services: vec![],
-        checks: vec![],
-    }
+    Config { unix_secs_at_zero: 1_700_000_000, ..Config::defaults(NodeInfo::new("dev", "127.0.0.1", "dc1")) }
 }
 
 /// A host that makes every persist durable at once and keeps what else came out.

@@ -1,0 +1,262 @@
+//! Assembling and running one agent: configuration in, listeners bound, node running.
+//!
+//! Owns the translation from `AgentConfig` to the core's `node::Config` (node name and ID,
+//! advertise address, DNS settings, config-file services and checks), binding the HTTP and
+//! DNS listeners, and running until told to stop. Never interprets requests (http, dns) or
+//! makes protocol decisions (the node).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use muster_core::agent::NodeInfo;
+use muster_core::api::dns::DnsConfig;
+use muster_core::node::{Config, Node, Ports, CONSUL_API_VERSION};
+use muster_core::rng::{Rng, Stream};
+use muster_core::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::AgentConfig;
+use crate::host::{Host, HostError, NodeHandle};
+use crate::http::HttpOptions;
+use crate::{decode, dns, http};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid service definition: {0}")]
+    ServiceDecode(decode::DecodeError),
+    #[error("invalid check definition: {0}")]
+    CheckDecode(decode::DecodeError),
+    #[error(transparent)]
+    Node(#[from] muster_core::node::ConfigError),
+    #[error("{0}")]
+    Advertise(String),
+    #[error("failed to bind {what} on {addr}: {err}")]
+    Bind { what: &'static str, addr: String, err: std::io::Error },
+    #[error("invalid address {0:?}")]
+    Address(String),
+    #[error(transparent)]
+    Host(#[from] HostError),
+}
+
+/// A started agent: its handle and the addresses it actually listens on.
+pub struct Running {
+    pub handle: NodeHandle,
+    pub http: Vec<SocketAddr>,
+    pub dns: Vec<SocketAddr>,
+    host: tokio::task::JoinHandle<Result<(), HostError>>,
+}
+
+impl Running {
+    /// Stops the node and waits for its loop to end.
+    pub async fn stop(self) -> Result<(), AgentError> {
+        self.handle.shutdown();
+        self.wait().await
+    }
+
+    /// Waits until the node stops on its own (it fail-stopped) or is stopped.
+    pub async fn wait(self) -> Result<(), AgentError> {
+        match self.host.await {
+            Ok(r) => r.map_err(AgentError::from),
+            Err(e) => Err(AgentError::Advertise(format!("agent task ended abnormally: {e}"))),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The address other agents reach us at: `advertise_addr`, else `bind_addr`, else (when
+/// binding everywhere) the machine's single private IPv4, as Consul chooses.
+fn advertise(cfg: &AgentConfig) -> Result<String, AgentError> {
+    if let Some(a) = cfg.advertise_addr.as_ref().filter(|a| !a.is_empty()) {
+        return Ok(a.clone());
+    }
+    if !matches!(cfg.bind_addr.as_str(), "0.0.0.0" | "::" | "[::]") {
+        return Ok(cfg.bind_addr.clone());
+    }
+    let ifaces = if_addrs::get_if_addrs().map_err(|e| AgentError::Advertise(e.to_string()))?;
+    let private: Vec<IpAddr> = ifaces
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| matches!(ip, IpAddr::V4(v4) if v4.is_private() || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64))
+        .collect();
+    match private.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(AgentError::Advertise(
+            "No private IPv4 address found. Please configure one with 'bind' and/or 'advertise'.".into(),
+        )),
+        _ => Err(AgentError::Advertise(
+            "Multiple private IPv4 addresses found. Please configure one with 'bind' and/or 'advertise'."
+                .into(),
+        )),
+    }
+}
+
+fn secs(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Builds the node's configuration; config-file services and checks are decoded here.
+pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, AgentError> {
+    let address = advertise(cfg)?;
+    let name = cfg.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(hostname);
+    let id = cfg.node_id.clone().unwrap_or_else(|| Rng::new(os_seed(), Stream::Ids).uuid());
+    let wan = cfg.advertise_addr_wan.clone().unwrap_or_else(|| address.clone());
+    let tagged_addresses = BTreeMap::from([
+        ("lan".to_string(), address.clone()),
+        ("lan_ipv4".to_string(), address.clone()),
+        ("wan".to_string(), wan.clone()),
+        ("wan_ipv4".to_string(), wan),
+    ]);
+    let mut meta = cfg.node_meta.clone();
+    meta.insert("consul-network-segment".into(), String::new());
+    meta.insert("consul-version".into(), CONSUL_API_VERSION.into());
+    let services = cfg
+        .services
+        .iter()
+        .map(decode::service_def)
+        .collect::<Result<_, _>>()
+        .map_err(AgentError::ServiceDecode)?;
+    let checks = cfg
+        .checks
+        .iter()
+        .map(decode::check_def)
+        .collect::<Result<_, _>>()
+        .map_err(AgentError::CheckDecode)?;
+    let d = &cfg.dns_config;
+    let dns = DnsConfig {
+        domain: cfg.domain.to_ascii_lowercase(),
+        alt_domain: cfg.alt_domain.as_ref().map(|a| a.to_ascii_lowercase()),
+        datacenter: cfg.datacenter.clone(),
+        node_ttl: secs(d.node_ttl),
+        service_ttl: d.service_ttl.iter().map(|(k, v)| (k.clone(), secs(*v))).collect(),
+        only_passing: d.only_passing,
+        udp_answer_limit: d.udp_answer_limit as usize,
+        a_record_limit: d.a_record_limit as usize,
+        enable_additional_node_meta_txt: d.enable_additional_node_meta_txt,
+        soa_refresh: d.soa.refresh,
+        soa_retry: d.soa.retry,
+        soa_expire: d.soa.expire,
+        soa_min_ttl: d.soa.min_ttl,
+    };
+    let port = |p: i32| u16::try_from(p).unwrap_or(0);
+    let debug_config = BTreeMap::from([
+        ("Datacenter".to_string(), cfg.datacenter.clone()),
+        ("NodeName".to_string(), name.clone()),
+        ("BindAddr".to_string(), cfg.bind_addr.clone()),
+        ("ClientAddrs".to_string(), cfg.client_addrs().join(" ")),
+        ("DNSDomain".to_string(), cfg.domain.clone()),
+        ("EnableScriptChecks".to_string(), cfg.enable_script_checks.to_string()),
+        ("ServerMode".to_string(), cfg.server.to_string()),
+    ]);
+    let host_stats = BTreeMap::from([
+        ("arch".to_string(), std::env::consts::ARCH.to_string()),
+        ("os".to_string(), std::env::consts::OS.to_string()),
+        ("cpu_count".to_string(), std::thread::available_parallelism().map_or(1, |n| n.get()).to_string()),
+    ]);
+    let unix_secs_at_zero = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Ok(Config {
+        node: NodeInfo { name, id, address, datacenter: cfg.datacenter.clone(), tagged_addresses, meta },
+        server: cfg.server,
+        bootstrap: cfg.bootstrap || cfg.bootstrap_expect == 1,
+        primary_datacenter: cfg.primary_datacenter.clone(),
+        ports: Ports {
+            http: cfg.ports.http,
+            dns: cfg.ports.dns,
+            grpc: cfg.ports.grpc,
+            server: port(cfg.ports.server),
+            serf_lan: port(cfg.ports.serf_lan),
+            serf_wan: port(cfg.ports.serf_wan),
+        },
+        dns,
+        enable_script_checks: cfg.enable_script_checks,
+        enable_local_script_checks: cfg.enable_local_script_checks,
+        check_output_max: cfg.check_output_max_size,
+        check_update_interval: cfg.check_update_interval,
+        default_query_time: cfg.default_query_time,
+        max_query_time: cfg.max_query_time,
+        ae_interval: Duration::from_secs(60),
+        unix_secs_at_zero,
+        muster_version: muster_version.to_string(),
+        debug_config,
+        host_stats,
+        services,
+        checks,
+    })
+}
+
+/// Seeds from the OS at boot: the only randomness the runtime ever feeds the core.
+fn os_seed() -> [u8; 32] {
+    use rand_core::RngCore;
+    let mut s = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut s);
+    s
+}
+
+fn socket(host: &str, port: i32) -> Result<SocketAddr, AgentError> {
+    let text = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    text.parse().map_err(|_| AgentError::Address(text))
+}
+
+/// Binds the listeners and starts the node. Ports of -1 stay closed.
+pub async fn start(cfg: &AgentConfig, node_cfg: Config, pretty: bool) -> Result<Running, AgentError> {
+    let node = Node::new(node_cfg, os_seed())?;
+    let (host, handle) = Host::new(node, Instant::now());
+    let opts = Arc::new(HttpOptions {
+        datacenter: cfg.datacenter.clone(),
+        pretty,
+        kv_max_value_size: usize::try_from(cfg.kv_max_value_size).unwrap_or(usize::MAX),
+        acl_default_policy: cfg.acl_default_policy.clone(),
+        disable_unprintable_char_filter: cfg.disable_http_unprintable_char_filter,
+    });
+    let client_addrs = cfg.client_addrs();
+    let hosts = |specific: &Option<String>| -> Vec<String> {
+        specific
+            .as_ref()
+            .map(|a| a.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_else(|| client_addrs.clone())
+    };
+    let mut http_addrs = Vec::new();
+    if cfg.ports.http > 0 {
+        for h in hosts(&cfg.addresses.http) {
+            let addr = socket(&h, cfg.ports.http)?;
+            let l = TcpListener::bind(addr).await.map_err(|err| AgentError::Bind {
+                what: "HTTP",
+                addr: addr.to_string(),
+                err,
+            })?;
+            http_addrs.push(l.local_addr().unwrap_or(addr));
+            tokio::spawn(http::serve(l, handle.clone(), opts.clone()));
+        }
+    }
+    let mut dns_addrs = Vec::new();
+    if cfg.ports.dns > 0 {
+        for h in hosts(&cfg.addresses.dns) {
+            let addr = socket(&h, cfg.ports.dns)?;
+            let bind_err = |err| AgentError::Bind { what: "DNS", addr: addr.to_string(), err };
+            let udp = UdpSocket::bind(addr).await.map_err(bind_err)?;
+            let actual = udp.local_addr().unwrap_or(addr);
+            let tcp = TcpListener::bind(actual).await.map_err(|err| AgentError::Bind {
+                what: "DNS",
+                addr: actual.to_string(),
+                err,
+            })?;
+            dns_addrs.push(actual);
+            tokio::spawn(dns::serve_udp(udp, handle.clone()));
+            tokio::spawn(dns::serve_tcp(tcp, handle.clone()));
+        }
+    }
+    let host = tokio::spawn(host.run());
+    Ok(Running { handle, http: http_addrs, dns: dns_addrs, host })
+}

@@ -1,0 +1,194 @@
+//! The host loop: one task owns the `Node`, feeds it inputs with the current time and carries
+//! out its effects in order.
+//!
+//! Owns the mapping from effects to the world: timers (one `sleep_until`), persistence (in
+//! memory for now: durable as soon as accepted, which is what `-dev` promises), answering
+//! requests through oneshot channels, and starting/cancelling check runs. Decides nothing.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use muster_core::api::{ApiRequest, ApiResponse};
+use muster_core::fsm::catalog::Health;
+use muster_core::ids::{ReqId, RunId};
+use muster_core::io::{Effect, Event, Input};
+use muster_core::node::Node;
+use muster_core::time::Time;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::checks;
+
+/// Messages IO tasks send to the host loop.
+enum HostMsg {
+    Request { req: ApiRequest, reply: oneshot::Sender<ApiResponse> },
+    CheckResult { check: String, run: RunId, status: Health, output: String },
+    Shutdown,
+}
+
+/// The node went away (it stopped or failed); the request could not be answered.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent is shutting down")]
+pub struct NodeGone;
+
+/// A cheap, cloneable way for IO tasks to reach the node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::UnboundedSender<HostMsg>,
+}
+
+impl NodeHandle {
+    /// Sends one API request and waits for its answer (blocking reads wait here too).
+    pub async fn call(&self, req: ApiRequest) -> Result<ApiResponse, NodeGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(HostMsg::Request { req, reply }).map_err(|_| NodeGone)?;
+        rx.await.map_err(|_| NodeGone)
+    }
+
+    /// Asks the loop to stop the node; `run` returns once it has.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(HostMsg::Shutdown);
+    }
+}
+
+/// How the host loop ended.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("node failed: {0}")]
+    NodeFailed(String),
+}
+
+/// The running loop; `run` drives it until shutdown.
+pub struct Host {
+    node: Node,
+    epoch: Instant,
+    rx: mpsc::UnboundedReceiver<HostMsg>,
+    tx: mpsc::UnboundedSender<HostMsg>,
+    next_req: u64,
+    waiting: HashMap<ReqId, oneshot::Sender<ApiResponse>>,
+    /// The run in flight per check, so a cancel can stop it.
+    runs: HashMap<String, (RunId, AbortHandle)>,
+    deadline: Option<Instant>,
+}
+
+impl Host {
+    /// Wraps a node; `epoch` is the instant the node's `Time(0)` stands for.
+    pub fn new(node: Node, epoch: Instant) -> (Host, NodeHandle) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = NodeHandle { tx: tx.clone() };
+        let host = Host {
+            node,
+            epoch,
+            rx,
+            tx,
+            next_req: 0,
+            waiting: HashMap::new(),
+            runs: HashMap::new(),
+            deadline: None,
+        };
+        (host, handle)
+    }
+
+    fn now(&self) -> Time {
+        Time(self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    /// Runs until a shutdown is requested (Ok) or the node fail-stops (Err).
+    pub async fn run(mut self) -> Result<(), HostError> {
+        self.step(Input::Tick)?;
+        loop {
+            let sleep = async {
+                match self.deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
+                biased;
+                msg = self.rx.recv() => match msg {
+                    Some(HostMsg::Request { req, reply }) => {
+                        self.next_req += 1;
+                        let id = ReqId(self.next_req);
+                        self.waiting.insert(id, reply);
+                        Input::Request { id, req }
+                    }
+                    Some(HostMsg::CheckResult { check, run, status, output }) => {
+                        if self.runs.get(&check).is_some_and(|(r, _)| *r == run) {
+                            self.runs.remove(&check);
+                        }
+                        Input::CheckResult { check, run, status, output }
+                    }
+                    Some(HostMsg::Shutdown) | None => {
+                        self.step(Input::Shutdown)?;
+                        for (_, (_, h)) in self.runs.drain() {
+                            h.abort();
+                        }
+                        return Ok(());
+                    }
+                },
+                () = sleep => {
+                    self.deadline = None;
+                    Input::Tick
+                }
+            };
+            self.step(input)?;
+        }
+    }
+
+    /// Steps the node and performs its effects; persists complete at once (in memory), so
+    /// their acknowledgements are stepped straight back in, in token order.
+    fn step(&mut self, input: Input) -> Result<(), HostError> {
+        let mut queue = std::collections::VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let mut out = Vec::new();
+            self.node.step(self.now(), input, &mut out);
+            for effect in out {
+                match effect {
+                    Effect::SetTimer { at } => {
+                        self.deadline = Some(self.epoch + std::time::Duration::from_nanos(at.as_nanos()));
+                    }
+                    Effect::Persist { token, .. } => queue.push_back(Input::Persisted { token }),
+                    Effect::Respond { id, resp } => {
+                        if let Some(reply) = self.waiting.remove(&id) {
+                            let _ = reply.send(resp);
+                        }
+                    }
+                    Effect::RunCheck { check, run, spec, timeout } => {
+                        let tx = self.tx.clone();
+                        let name = check.clone();
+                        let task = tokio::spawn(async move {
+                            let (status, output) = checks::run(&spec, timeout).await;
+                            let _ = tx.send(HostMsg::CheckResult { check: name, run, status, output });
+                        });
+                        if let Some((_, old)) = self.runs.insert(check, (run, task.abort_handle())) {
+                            old.abort();
+                        }
+                    }
+                    Effect::CancelCheck { check } => {
+                        if let Some((_, h)) = self.runs.remove(&check) {
+                            h.abort();
+                        }
+                    }
+                    Effect::Emit(event) => log_event(&event)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_event(event: &Event) -> Result<(), HostError> {
+    match event {
+        Event::BecameLeader { term } => tracing::info!(term = term.0, "cluster leadership acquired"),
+        Event::Applied { index } => tracing::trace!(index = index.0, "applied"),
+        Event::CheckChanged { check, status } => {
+            tracing::info!(check = %check, status = status.as_str(), "check status changed")
+        }
+        Event::ServiceDeregistered { service_id, reason } => {
+            tracing::warn!(service = %service_id, %reason, "service deregistered")
+        }
+        Event::Stopped => tracing::info!("node stopped"),
+        Event::Failed { reason } => return Err(HostError::NodeFailed(reason.clone())),
+    }
+    Ok(())
+}

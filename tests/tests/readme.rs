@@ -1,0 +1,25 @@
+//! The README's walkthrough and `tests/walkthrough.sh` (which CI runs) must not drift apart:
+//! every command line of the walkthrough block appears verbatim in the script.
+
+#[test]
+fn walkthrough_script_runs_the_readme_commands_verbatim() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let script = std::fs::read_to_string(root.join("tests/walkthrough.sh")).expect("walkthrough.sh");
+    let section = readme.split("## Walkthrough").nth(1).expect("a Walkthrough section");
+    let block = section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("a sh block");
+    let commands: Vec<&str> =
+        block.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    assert!(commands.len() >= 8, "the walkthrough has its steps: {commands:?}");
+    for c in commands {
+        assert!(script.contains(c), "README command missing from tests/walkthrough.sh: {c}");
+    }
+    assert!(
+        script.contains("cargo run --release -p muster -- agent -dev"),
+        "the script starts the agent as the README says"
+    );
+    assert!(
+        readme.contains("cargo run --release -p muster -- agent -dev")
+            && readme.contains("cargo test --workspace")
+    );
+}
