@@ -9,6 +9,7 @@ pub mod agent;
 pub mod api;
 pub mod checks;
 pub mod fsm;
+pub mod fuzzing;
 pub mod ids;
 pub mod io;
 pub mod node;

@@ -263,3 +263,23 @@ fn big_answers_are_truncated_over_udp_but_whole_over_tcp() {
         .collect();
     assert!(first.len() > 1, "answers are shuffled per query");
 }
+
+#[test]
+fn seed_demo_registration_flow_as_curl_sends_it() {
+    // `curl -H PUT URL -d @file` sends POST; `curl URL` sends GET. Both must work.
+    let a = Agent::dev(&[]);
+    let redis =
+        br#"{"ID": "redis1", "Name": "redis", "Tags": ["master"], "Address": "127.0.0.1", "Port": 8000}"#;
+    assert_eq!(a.req("POST", "/v1/agent/service/register", Some(redis)).status, 200);
+    let health =
+        br#"{"ID": "redis1", "Name": "redis", "Tags": ["master"], "Address": "127.0.0.1", "Port": 8000,
+                      "Check": {"TTL": "30s"}}"#;
+    assert_eq!(a.req("POST", "/v1/agent/service/register", Some(health)).status, 200);
+    assert_eq!(a.get("/v1/agent/services").json()["redis1"]["Service"], "redis");
+    assert_eq!(a.get("/v1/health/service/redis?passing").json(), json!([]));
+    assert_eq!(a.get("/v1/agent/check/pass/service:redis1").status, 200);
+    assert_eq!(a.get("/v1/health/service/redis?passing").json()[0]["Service"]["ID"], "redis1");
+    assert_eq!(srv_targets(&a, "redis.service.consul"), [(8000, "7f000001.addr.dc1.consul.".to_string())]);
+    assert_eq!(a.get("/v1/agent/service/deregister/redis1").status, 200);
+    assert_eq!(a.get("/v1/agent/services").json(), json!({}));
+}
