@@ -15,7 +15,15 @@ log=$(mktemp)
 # Started from a subshell so it is not a job of this shell: `kill %1` below must mean the web
 # server, as it does in the README (where the agent runs in another terminal).
 agent=$( (cargo run --release -p muster -- agent -dev >"$log" 2>&1 & echo $!) )
-trap 'kill $agent 2>/dev/null; wait $agent 2>/dev/null; rm -f "$log"' EXIT
+stop_agent() {
+  local status=$?
+  # Not a child of this shell, so `wait` cannot be used: poll until it is gone.
+  kill "$agent" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$agent" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$log"
+  exit "$status"
+}
+trap stop_agent EXIT
 for _ in $(seq 1 600); do
   curl -sf http://127.0.0.1:8500/v1/status/leader >/dev/null 2>&1 && break
   kill -0 $agent 2>/dev/null || { cat "$log"; fail "the agent exited"; }
