@@ -289,9 +289,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if cfg.bootstrap_expect > 1 {
         anyhow::bail!("bootstrap_expect {} needs multi-server Raft, which muster does not have yet; use bootstrap_expect 1 or -bootstrap", cfg.bootstrap_expect);
     }
-    if !args.dev {
-        tracing::warn!("muster keeps state in memory for now: data_dir is accepted but not yet written");
-    }
     let node_cfg = agent::node_config(&cfg, env!("CARGO_PKG_VERSION"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

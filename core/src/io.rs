@@ -44,11 +44,46 @@ pub enum Effect {
     Emit(Event),
 }
 
-/// Writes a node asks its host to make durable.
+/// Writes a node asks its host to make durable, in order.
 #[derive(Debug, PartialEq)]
 pub enum PersistOp {
+    /// Append these entries (indexes continue the log; an index at or below the current last
+    /// one replaces that suffix).
     AppendLog { entries: Vec<Entry> },
+    /// The term and vote, which must survive a restart before any message depends on them.
     HardState { term: Term, voted_for: Option<String> },
+    /// The state machine as of `index` (postcard bytes of `fsm::State`). Once durable, log
+    /// entries at or below `index` are no longer needed and may be deleted.
+    Snapshot { index: Index, term: Term, data: Vec<u8> },
+}
+
+/// What a host read back from disk at start: the latest snapshot, the hard state, and the
+/// log entries after the snapshot, in index order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recovered {
+    pub hard_state: Option<(Term, Option<String>)>,
+    pub snapshot: Option<(Index, Term, Vec<u8>)>,
+    pub entries: Vec<Entry>,
+}
+
+impl Recovered {
+    /// What an ideal disk holds after `op` becomes durable: appends extend (or overwrite the
+    /// suffix of) the log, a snapshot drops the entries it covers. Simulated disks use it.
+    pub fn absorb(&mut self, op: PersistOp) {
+        match op {
+            PersistOp::AppendLog { entries } => {
+                if let Some(first) = entries.first() {
+                    self.entries.retain(|e| e.index < first.index);
+                }
+                self.entries.extend(entries);
+            }
+            PersistOp::HardState { term, voted_for } => self.hard_state = Some((term, voted_for)),
+            PersistOp::Snapshot { index, term, data } => {
+                self.entries.retain(|e| e.index > index);
+                self.snapshot = Some((index, term, data));
+            }
+        }
+    }
 }
 
 /// Observations for logs and checkers; they never feed behaviour.

@@ -14,6 +14,7 @@ pub enum Stream {
     Dns = 3,
     Ids = 4,
     AntiEntropy = 5,
+    Raft = 6,
 }
 
 /// A deterministic random source for one subsystem.

@@ -18,7 +18,8 @@ use muster_core::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::AgentConfig;
-use crate::host::{Host, HostError, NodeHandle};
+use crate::disk::DiskLog;
+use crate::host::{Host, HostError, NodeHandle, Storage};
 use crate::http::HttpOptions;
 use crate::{decode, dns, http};
 
@@ -38,6 +39,10 @@ pub enum AgentError {
     Address(String),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error("data dir {path}: {err}")]
+    DataDir { path: String, err: std::io::Error },
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
 }
 
 /// A started agent: its handle and the addresses it actually listens on.
@@ -107,7 +112,11 @@ fn secs(d: std::time::Duration) -> u32 {
 pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, AgentError> {
     let address = advertise(cfg)?;
     let name = cfg.node_name.clone().filter(|n| !n.is_empty()).unwrap_or_else(hostname);
-    let id = cfg.node_id.clone().unwrap_or_else(|| Rng::new(os_seed(), Stream::Ids).uuid());
+    let id = match (&cfg.node_id, &cfg.data_dir) {
+        (Some(id), _) => id.clone(),
+        (None, Some(dir)) => persistent_node_id(dir)?,
+        (None, None) => Rng::new(os_seed(), Stream::Ids).uuid(),
+    };
     let wan = cfg.advertise_addr_wan.clone().unwrap_or_else(|| address.clone());
     let tagged_addresses = BTreeMap::from([
         ("lan".to_string(), address.clone()),
@@ -187,9 +196,28 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         muster_version: muster_version.to_string(),
         debug_config,
         host_stats,
+        snapshot_threshold: cfg.raft_snapshot_threshold.max(1),
         services,
         checks,
     })
+}
+
+/// The node ID kept in `<data_dir>/node-id`, made on first start, so a restarted agent is
+/// the same node.
+fn persistent_node_id(dir: &std::path::Path) -> Result<String, AgentError> {
+    let path = dir.join("node-id");
+    let io = |err: std::io::Error| AgentError::DataDir { path: path.display().to_string(), err };
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let id = Rng::new(os_seed(), Stream::Ids).uuid();
+    let tmp = dir.join("node-id.tmp");
+    std::fs::write(&tmp, &id).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io)?;
+    Ok(id)
 }
 
 /// Seeds from the OS at boot: the only randomness the runtime ever feeds the core.
@@ -211,8 +239,14 @@ fn socket(host: &str, port: i32) -> Result<SocketAddr, AgentError> {
 
 /// Binds the listeners and starts the node. Ports of -1 stay closed.
 pub async fn start(cfg: &AgentConfig, node_cfg: Config, pretty: bool) -> Result<Running, AgentError> {
-    let node = Node::new(node_cfg, os_seed())?;
-    let (host, handle) = Host::new(node, Instant::now());
+    let (node, storage) = match &cfg.data_dir {
+        Some(dir) => {
+            let (log, recovered) = DiskLog::open(dir)?;
+            (Node::recover(node_cfg, os_seed(), recovered)?, Storage::Disk(log))
+        }
+        None => (Node::new(node_cfg, os_seed())?, Storage::Memory),
+    };
+    let (host, handle) = Host::new(node, Instant::now(), storage);
     let opts = Arc::new(HttpOptions {
         datacenter: cfg.datacenter.clone(),
         pretty,

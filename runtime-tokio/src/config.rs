@@ -215,6 +215,8 @@ pub struct AgentConfig {
     /// `limits.txn_max_req_len`.
     pub txn_max_req_len: u64,
     pub session_ttl_min: Duration,
+    /// Applied entries between state-machine snapshots (`raft_snapshot_threshold`).
+    pub raft_snapshot_threshold: u64,
     /// Includes the deprecated `start_join` addresses.
     pub retry_join: Vec<String>,
     /// Includes the deprecated `start_join_wan` addresses.
@@ -640,7 +642,7 @@ const TOP: &[Key] = &[
     block("raft_logstore", RAFT_LOGSTORE),
     ignored("raft_protocol", INT),
     ignored("raft_snapshot_interval", DUR),
-    ignored("raft_snapshot_threshold", INT),
+    used("raft_snapshot_threshold", UINT),
     ignored("raft_trailing_logs", INT),
     ignored("read_replica", BOOL),
     ignored("reconnect_timeout", DUR),
@@ -1618,6 +1620,7 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         kv_max_value_size: t.u64("limits.kv_max_value_size", 512 * 1024),
         txn_max_req_len: t.u64("limits.txn_max_req_len", 512 * 1024),
         session_ttl_min: t.duration("session_ttl_min", secs(10)),
+        raft_snapshot_threshold: t.u64("raft_snapshot_threshold", 16384),
         retry_join: t.strings("retry_join"),
         retry_join_wan: t.strings("retry_join_wan"),
         retry_interval: t.duration("retry_interval", secs(30)),

@@ -441,7 +441,11 @@ mod tests {
     }
 
     async fn start() -> Fixture {
-        let (host, node) = Host::new(Node::new(config(), [7; 32]).unwrap(), std::time::Instant::now());
+        let (host, node) = Host::new(
+            Node::new(config(), [7; 32]).unwrap(),
+            std::time::Instant::now(),
+            crate::host::Storage::Memory,
+        );
         tokio::spawn(host.run());
         register(&node, "n-db", "10.0.0.1", "db", 5432).await;
         for i in 1..=BIG {
@@ -729,7 +733,11 @@ mod tests {
     /// A node whose host is gone: every call fails at once, so decoding and encoding are
     /// exercised without a runtime to keep alive between cases.
     fn gone_node() -> NodeHandle {
-        let (host, node) = Host::new(Node::new(config(), [7; 32]).unwrap(), std::time::Instant::now());
+        let (host, node) = Host::new(
+            Node::new(config(), [7; 32]).unwrap(),
+            std::time::Instant::now(),
+            crate::host::Storage::Memory,
+        );
         drop(host);
         node
     }

@@ -1,16 +1,17 @@
 //! The host loop: one task owns the `Node`, feeds it inputs with the current time and carries
 //! out its effects in order.
 //!
-//! Owns the mapping from effects to the world: timers (one `sleep_until`), persistence (in
-//! memory for now: durable as soon as accepted, which is what `-dev` promises), answering
-//! requests through oneshot channels, and starting/cancelling check runs. Decides nothing.
+//! Owns the mapping from effects to the world: timers (one `sleep_until`), persistence
+//! (the disk thread when there is a data dir; otherwise in memory, durable as soon as
+//! accepted, which is what `-dev` promises), answering requests through oneshot channels, and
+//! starting/cancelling check runs. Decides nothing.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use muster_core::api::{ApiRequest, ApiResponse};
 use muster_core::fsm::catalog::Health;
-use muster_core::ids::{ReqId, RunId};
+use muster_core::ids::{PersistToken, ReqId, RunId};
 use muster_core::io::{Effect, Event, Input};
 use muster_core::node::Node;
 use muster_core::time::Time;
@@ -18,11 +19,25 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::checks;
+use crate::disk::{self, DiskHandle, DiskLog};
 
 /// Messages IO tasks send to the host loop.
 enum HostMsg {
-    Request { req: ApiRequest, reply: oneshot::Sender<ApiResponse> },
-    CheckResult { check: String, run: RunId, status: Health, output: String },
+    Request {
+        req: ApiRequest,
+        reply: oneshot::Sender<ApiResponse>,
+    },
+    /// The disk thread finished a persist (`ok == false`: it failed).
+    Persisted {
+        token: PersistToken,
+        ok: bool,
+    },
+    CheckResult {
+        check: String,
+        run: RunId,
+        status: Health,
+        output: String,
+    },
     Shutdown,
 }
 
@@ -58,9 +73,23 @@ pub enum HostError {
     NodeFailed(String),
 }
 
+/// Where persists go.
+pub enum Storage {
+    /// Nothing survives the process: each persist is acknowledged at once.
+    Memory,
+    /// The durable log under the data dir, written by its own thread.
+    Disk(DiskLog),
+}
+
+enum Persister {
+    Memory,
+    Disk(DiskHandle),
+}
+
 /// The running loop; `run` drives it until shutdown.
 pub struct Host {
     node: Node,
+    persister: Persister,
     epoch: Instant,
     rx: mpsc::UnboundedReceiver<HostMsg>,
     tx: mpsc::UnboundedSender<HostMsg>,
@@ -73,11 +102,21 @@ pub struct Host {
 
 impl Host {
     /// Wraps a node; `epoch` is the instant the node's `Time(0)` stands for.
-    pub fn new(node: Node, epoch: Instant) -> (Host, NodeHandle) {
+    pub fn new(node: Node, epoch: Instant, storage: Storage) -> (Host, NodeHandle) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = NodeHandle { tx: tx.clone() };
+        let persister = match storage {
+            Storage::Memory => Persister::Memory,
+            Storage::Disk(log) => {
+                let tx = tx.clone();
+                Persister::Disk(disk::spawn(log, move |token, ok| {
+                    let _ = tx.send(HostMsg::Persisted { token, ok });
+                }))
+            }
+        };
         let host = Host {
             node,
+            persister,
             epoch,
             rx,
             tx,
@@ -112,6 +151,8 @@ impl Host {
                         self.waiting.insert(id, reply);
                         Input::Request { id, req }
                     }
+                    Some(HostMsg::Persisted { token, ok: true }) => Input::Persisted { token },
+                    Some(HostMsg::Persisted { token, ok: false }) => Input::PersistFailed { token },
                     Some(HostMsg::CheckResult { check, run, status, output }) => {
                         if self.runs.get(&check).is_some_and(|(r, _)| *r == run) {
                             self.runs.remove(&check);
@@ -135,8 +176,9 @@ impl Host {
         }
     }
 
-    /// Steps the node and performs its effects; persists complete at once (in memory), so
-    /// their acknowledgements are stepped straight back in, in token order.
+    /// Steps the node and performs its effects. In-memory persists complete at once, so
+    /// their acknowledgements are stepped straight back in, in token order; disk persists
+    /// come back as messages from the disk thread, also in token order.
     fn step(&mut self, input: Input) -> Result<(), HostError> {
         let mut queue = std::collections::VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
@@ -147,7 +189,10 @@ impl Host {
                     Effect::SetTimer { at } => {
                         self.deadline = Some(self.epoch + std::time::Duration::from_nanos(at.as_nanos()));
                     }
-                    Effect::Persist { token, .. } => queue.push_back(Input::Persisted { token }),
+                    Effect::Persist { token, op } => match &self.persister {
+                        Persister::Memory => queue.push_back(Input::Persisted { token }),
+                        Persister::Disk(d) => d.submit(token, op),
+                    },
                     Effect::Respond { id, resp } => {
                         if let Some(reply) = self.waiting.remove(&id) {
                             let _ = reply.send(resp);

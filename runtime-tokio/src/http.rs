@@ -103,6 +103,7 @@ type Resp = Response<Full<Bytes>>;
 
 async fn handle(req: Request<Incoming>, node: &NodeHandle, opts: &HttpOptions, peer: SocketAddr) -> Resp {
     let method = req.method().clone();
+    let gzip_ok = accepts_gzip(req.headers());
     let raw_path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
     let mut resp = match dispatch(req, node, opts, &method, &raw_path, &query).await {
@@ -112,7 +113,49 @@ async fn handle(req: Request<Incoming>, node: &NodeHandle, opts: &HttpOptions, p
     tracing::debug!(%method, path = %raw_path, status = resp.status().as_u16(), %peer, "http request");
     let policy = HeaderValue::from_str(&opts.acl_default_policy).unwrap_or(HeaderValue::from_static("allow"));
     resp.headers_mut().insert("X-Consul-Default-ACL-Policy", policy);
+    if gzip_ok {
+        resp = gzip(resp).await;
+    }
     resp
+}
+
+/// Bodies shorter than this are sent as they are: compressing them saves nothing.
+const GZIP_MIN_SIZE: usize = 1400;
+
+/// Whether the client accepts gzip (and did not refuse it with `q=0`).
+fn accepts_gzip(h: &hyper::HeaderMap) -> bool {
+    h.get_all(hyper::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+            coding.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+/// Compresses a finished response when that is worth it, as Consul's gzip handler does.
+async fn gzip(resp: Resp) -> Resp {
+    use std::io::Write;
+    let (mut parts, body) = resp.into_parts();
+    let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    parts.headers.insert(hyper::header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if bytes.len() < GZIP_MIN_SIZE {
+        return Response::from_parts(parts, Full::new(bytes));
+    }
+    let mut enc =
+        flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::fast());
+    let compressed = enc.write_all(&bytes).and_then(|()| enc.finish());
+    match compressed {
+        Ok(z) => {
+            parts.headers.insert(hyper::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            parts.headers.remove(hyper::header::CONTENT_LENGTH);
+            Response::from_parts(parts, Full::new(Bytes::from(z)))
+        }
+        Err(_) => Response::from_parts(parts, Full::new(bytes)),
+    }
 }
 
 fn err(status: u16, reason: impl Into<String>) -> ApiError {
@@ -645,6 +688,16 @@ mod tests {
         assert_eq!(put.unwrap_err().status, 400);
         let put = kv(&Method::PUT, "k".into(), &Query::parse(Some("flags=42")), vec![1], &opts).unwrap();
         assert!(matches!(put, ApiRequest::KvPut { flags: 42, mode: KvSetMode::Set, .. }));
+    }
+
+    #[test]
+    fn gzip_is_negotiated() {
+        let mut h = hyper::HeaderMap::new();
+        assert!(!accepts_gzip(&h));
+        h.insert(hyper::header::ACCEPT_ENCODING, HeaderValue::from_static("deflate, gzip;q=1.0, br"));
+        assert!(accepts_gzip(&h));
+        h.insert(hyper::header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0"));
+        assert!(!accepts_gzip(&h));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod checks;
 pub mod config;
 pub mod decode;
+pub mod disk;
 pub mod dns;
 pub mod filter;
 pub mod host;

@@ -10,6 +10,12 @@
 //! answers what a simple reference KV holds at that moment (so CAS, delete and listing
 //! semantics are checked against an independent model), that blocking reads return by their
 //! deadline or when their key changed, and that catalog health follows the TTL updates.
+//! On about half the seeds the node also crashes at random moments: persists still in flight
+//! are lost, the node is rebuilt with `Node::recover` from what was durable, and every
+//! acknowledged write must still be there (writes in flight at the crash count as done
+//! exactly when their entry had reached the disk).
+
+pub mod raft;
 
 use std::collections::BTreeMap;
 
@@ -21,7 +27,7 @@ use muster_core::fsm::catalog::Health;
 use muster_core::fsm::fnv1a;
 use muster_core::fsm::kv::KvSetMode;
 use muster_core::ids::{Index, PersistToken, ReqId};
-use muster_core::io::{Effect, Input};
+use muster_core::io::{Effect, Input, PersistOp, Recovered};
 use muster_core::node::{Config, Node};
 use muster_core::time::{Duration, Time};
 use rand_chacha::ChaCha8Rng;
@@ -54,8 +60,11 @@ pub struct Outcome {
 
 #[derive(Debug)]
 enum Event {
-    Input(Input),
+    /// An input for the node incarnation `epoch`; stale once the node has crashed since.
+    Input(u32, Input),
     Client,
+    Crash,
+    Restart,
 }
 
 /// A request in flight and what the model expects of it.
@@ -128,6 +137,20 @@ pub struct World {
     seq: u64,
     /// When the last persist completes; persists complete in token order.
     persist_done: Time,
+    /// What has reached the disk, and what is still being written (lost on a crash).
+    disk: Recovered,
+    writing: BTreeMap<u64, PersistOp>,
+    /// The log index each in-flight write got, to settle it if the node crashes.
+    write_index: BTreeMap<u64, Index>,
+    /// Chance per client operation (in 1/1000) that the node crashes; 0 on calm seeds.
+    crash_per_mille: u64,
+    /// A disk that lies: it acknowledges appends that a crash then loses (the last few).
+    lossy_disk: bool,
+    epoch: u32,
+    down: bool,
+    last_restart: Option<Time>,
+    /// TTL checks registered before a crash and not since: the restarted agent forgot them.
+    forgotten: std::collections::BTreeSet<String>,
     inflight: BTreeMap<u64, Expect>,
     next_req: u64,
     model: Model,
@@ -142,10 +165,19 @@ pub struct World {
 fn config() -> Config {
     let mut node = NodeInfo::new("sim", "10.0.0.1", "dc1");
     node.id = "00000000-0000-4000-8000-000000000001".into();
-    Config { unix_secs_at_zero: 1_700_000_000, muster_version: "sim".into(), ..Config::defaults(node) }
+    Config {
+        unix_secs_at_zero: 1_700_000_000,
+        muster_version: "sim".into(),
+        ae_interval: AE_INTERVAL,
+        snapshot_threshold: SNAPSHOT_THRESHOLD,
+        ..Config::defaults(node)
+    }
 }
 
 const TTL: Duration = Duration::from_secs(5);
+const AE_INTERVAL: Duration = Duration::from_secs(60);
+/// Small, so runs take snapshots and recoveries start from one.
+const SNAPSHOT_THRESHOLD: u64 = 16;
 
 impl World {
     pub fn new(seed: u64, ops: usize) -> World {
@@ -153,6 +185,7 @@ impl World {
         let mut node_seed = [0u8; 32];
         master.fill_bytes(&mut node_seed);
         let node = Node::new(config(), node_seed).expect("the simulated config is valid");
+        let crash_per_mille = if master.next_u64() % 2 == 0 { 0 } else { 5 + master.next_u64() % 25 };
         World {
             seed,
             node,
@@ -161,6 +194,15 @@ impl World {
             queue: BTreeMap::new(),
             seq: 0,
             persist_done: Time(0),
+            disk: Recovered::default(),
+            writing: BTreeMap::new(),
+            write_index: BTreeMap::new(),
+            crash_per_mille,
+            lossy_disk: false,
+            epoch: 0,
+            down: false,
+            last_restart: None,
+            forgotten: Default::default(),
             inflight: BTreeMap::new(),
             next_req: 0,
             model: Model::default(),
@@ -194,7 +236,7 @@ impl World {
 
     /// Runs the seed: the workload, then a drain until every request has answered.
     pub fn run(mut self) -> Outcome {
-        self.schedule(Time(0), Event::Input(Input::Tick));
+        self.schedule(Time(0), Event::Input(0, Input::Tick));
         self.schedule(Time(1_000_000), Event::Client);
         let violation = self.run_events().err();
         Outcome { seed: self.seed, trace_hash: self.hash, ops: self.issued, violation }
@@ -203,7 +245,7 @@ impl World {
     /// Like `run`, keeping the trace lines.
     pub fn run_traced(mut self) -> (Outcome, Vec<String>) {
         self.trace = Some(Vec::new());
-        self.schedule(Time(0), Event::Input(Input::Tick));
+        self.schedule(Time(0), Event::Input(0, Input::Tick));
         self.schedule(Time(1_000_000), Event::Client);
         let violation = self.run_events().err();
         let trace = self.trace.take().unwrap_or_default();
@@ -221,13 +263,23 @@ impl World {
             match event {
                 Event::Client => {
                     if self.issued < self.ops {
-                        self.issued += 1;
-                        self.client_op()?;
+                        if !self.down {
+                            self.issued += 1;
+                            self.client_op()?;
+                            if self.below(1000) < self.crash_per_mille {
+                                let at = self.now + Duration::from_micros(self.below(5_000));
+                                self.schedule(at, Event::Crash);
+                            }
+                        }
                         let gap = Duration::from_micros(100 + self.below(20_000));
                         self.schedule(self.now + gap, Event::Client);
                     }
                 }
-                Event::Input(input) => self.step(input)?,
+                Event::Input(epoch, _) if epoch != self.epoch => {}
+                Event::Input(_, input) => self.step(input)?,
+                Event::Crash if self.down => {}
+                Event::Crash => self.crash(),
+                Event::Restart => self.restart()?,
             }
             if self.issued >= self.ops && self.inflight.is_empty() && !self.pending_work() {
                 return self.final_checks();
@@ -236,24 +288,109 @@ impl World {
         self.final_checks()
     }
 
-    /// Whether anything besides timers is still queued.
+    /// Whether anything besides timers (and stale inputs) is still queued.
     fn pending_work(&self) -> bool {
-        self.queue.values().any(|e| !matches!(e, Event::Input(Input::Tick)))
+        self.down
+            || self.queue.values().any(|e| match e {
+                Event::Input(epoch, input) => *epoch == self.epoch && !matches!(input, Input::Tick),
+                _ => true,
+            })
+    }
+
+    /// The process dies: writes still in flight to the disk are lost; in-flight requests
+    /// never get an answer; writes whose entry was already durable will be applied when the
+    /// node recovers, so the model applies them now, in log order.
+    /// This world's disk acknowledges writes it has not made durable, and crashes more: a
+    /// fault no correct host has, which the durability checks must catch.
+    pub fn with_lossy_disk(mut self) -> World {
+        self.lossy_disk = true;
+        self.crash_per_mille = 50;
+        self
+    }
+
+    fn crash(&mut self) {
+        self.record(format!("{} crash", self.now));
+        if self.lossy_disk {
+            let keep = self.disk.entries.len().saturating_sub(3);
+            self.disk.entries.truncate(keep);
+        }
+        self.epoch += 1;
+        self.down = true;
+        self.writing.clear();
+        self.persist_done = self.now;
+        let durable = self.disk.entries.last().map(|e| e.index).or(self.disk.snapshot.as_ref().map(|s| s.0));
+        let mut settled: Vec<(Index, ModelOp)> = Vec::new();
+        for (id, expect) in std::mem::take(&mut self.inflight) {
+            if let (Expect::Write(op), Some(index)) = (expect, self.write_index.get(&id)) {
+                if durable.is_some_and(|d| *index <= d) {
+                    settled.push((*index, op));
+                }
+            }
+        }
+        settled.sort_by_key(|(i, _)| *i);
+        for (index, op) in settled {
+            self.model.apply(&op, index.0);
+        }
+        self.write_index.clear();
+        self.forgotten.extend(std::mem::take(&mut self.ttl).into_keys());
+        let downtime = Duration::from_micros(500 + self.below(50_000));
+        self.schedule(self.now + downtime, Event::Restart);
+    }
+
+    fn restart(&mut self) -> Result<(), Violation> {
+        self.record(format!("{} restart", self.now));
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        self.node = Node::recover(config(), seed, self.disk.clone())
+            .map_err(|e| self.fail(format!("recovery failed: {e}")))?;
+        self.down = false;
+        self.last_restart = Some(self.now);
+        self.schedule(self.now, Event::Input(self.epoch, Input::Tick));
+        Ok(())
+    }
+
+    /// A persist reached the disk.
+    fn durable(&mut self, token: PersistToken) {
+        if let Some(op) = self.writing.remove(&token.0) {
+            self.disk.absorb(op);
+        }
     }
 
     fn step(&mut self, input: Input) -> Result<(), Violation> {
         let label = format!("{:?}", std::mem::discriminant(&input));
+        if let Input::Persisted { token } = input {
+            self.durable(token);
+        }
+        let request = match &input {
+            Input::Request { id, req: ApiRequest::KvPut { .. } | ApiRequest::KvDelete { .. } } => Some(id.0),
+            _ => None,
+        };
         let mut out = Vec::new();
         self.node.step(self.now, input, &mut out);
         self.record(format!("{} step {label} -> {} effects", self.now, out.len()));
         for effect in out {
             match effect {
-                Effect::SetTimer { at } => self.schedule(at.max(self.now), Event::Input(Input::Tick)),
-                Effect::Persist { token, .. } => {
+                Effect::SetTimer { at } => {
+                    self.schedule(at.max(self.now), Event::Input(self.epoch, Input::Tick))
+                }
+                Effect::Persist { token, op } => {
+                    // A KV write's own entry is the first append of the step that received it.
+                    if let (Some(id), PersistOp::AppendLog { entries }) = (request, &op) {
+                        if let Some(e) = entries.first() {
+                            self.write_index.entry(id).or_insert(e.index);
+                        }
+                    }
+                    let kind = match &op {
+                        PersistOp::AppendLog { entries } => format!("append {} entries", entries.len()),
+                        PersistOp::HardState { term, .. } => format!("hard state term {}", term.0),
+                        PersistOp::Snapshot { index, .. } => format!("snapshot at {}", index.0),
+                    };
+                    self.record(format!("{} persist {} {kind}", self.now, token.0));
+                    self.writing.insert(token.0, op);
                     let latency = Duration::from_micros(50 + self.below(3_000));
                     self.persist_done = self.persist_done.max(self.now + latency);
                     let at = self.persist_done;
-                    self.schedule(at, Event::Input(Input::Persisted { token: PersistToken(token.0) }));
+                    self.schedule(at, Event::Input(self.epoch, Input::Persisted { token }));
                 }
                 Effect::Respond { id, resp } => self.answered(id, resp)?,
                 Effect::RunCheck { .. } | Effect::CancelCheck { .. } => {
@@ -270,7 +407,7 @@ impl World {
         let id = self.next_req;
         self.record(format!("{} send {id} {req:?}", self.now));
         self.inflight.insert(id, expect);
-        self.schedule(self.now, Event::Input(Input::Request { id: ReqId(id), req }));
+        self.schedule(self.now, Event::Input(self.epoch, Input::Request { id: ReqId(id), req }));
     }
 
     fn key(&mut self) -> String {
@@ -355,6 +492,7 @@ impl World {
                     ..ServiceDef::default()
                 };
                 let check = format!("service:svc{i}");
+                self.forgotten.remove(&check);
                 self.ttl.entry(check).or_insert((Health::Critical, self.now + TTL));
                 self.send(
                     ApiRequest::AgentServiceRegister { def: Box::new(def), replace_existing_checks: false },
@@ -383,6 +521,7 @@ impl World {
             return Err(self.fail(format!("request {} answered twice or never sent", id.0)));
         };
         let index = resp.meta.map_or(0, |m| m.index.0);
+        self.write_index.remove(&id.0);
         match expect {
             Expect::Write(op) => {
                 let applied = self.node.state().applied().0;
@@ -443,16 +582,21 @@ impl World {
         if !self.inflight.is_empty() {
             return Err(self.fail(format!("{} requests never answered", self.inflight.len())));
         }
-        // Let every TTL run out, then the catalog must show all of them critical.
-        let end = self.now + TTL + Duration::from_secs(1);
+        // Let every TTL run out (and, after a restart, two anti-entropy periods pass), then
+        // the catalog must show all of them critical.
+        let mut end = self.now + TTL + Duration::from_secs(1);
+        if let Some(restart) = self.last_restart {
+            end = end.max(restart + AE_INTERVAL * 2 + Duration::from_secs(1));
+        }
         while let Some((&(at, _), _)) = self.queue.first_key_value() {
             if at > end {
                 break;
             }
             let ((at, _), event) = self.queue.pop_first().expect("peeked");
             self.now = at;
-            if let Event::Input(input) = event {
-                self.step(input)?;
+            match event {
+                Event::Input(epoch, input) if epoch == self.epoch => self.step(input)?,
+                _ => {}
             }
         }
         self.now = self.now.max(end);
@@ -467,6 +611,15 @@ impl World {
                         self.fail(format!("{check} should be critical after its TTL, catalog has {other:?}"))
                     )
                 }
+            }
+        }
+        // A restarted agent does not know the checks it had before: its full anti-entropy
+        // sync (within two sync periods of the restart) removes them from the catalog.
+        for check in &self.forgotten {
+            if let Some(row) = catalog.node_checks("sim").find(|c| &c.check_id == check) {
+                return Err(self.fail(format!(
+                    "{check}, forgotten by the restarted agent, is still in the catalog: {row:?}"
+                )));
             }
         }
         Ok(())
@@ -526,6 +679,22 @@ mod tests {
             assert!(check_determinism(seed).is_ok(), "seed {seed} is not deterministic");
         }
         assert_ne!(run_seed(1).trace_hash, run_seed(2).trace_hash, "different seeds explore different runs");
+    }
+
+    #[test]
+    fn crashes_snapshots_and_recoveries_happen() {
+        let (o, trace) = World::new(3, 300).run_traced();
+        assert!(o.violation.is_none(), "{:?}", o.violation);
+        let count = |w: &str| trace.iter().filter(|l| l.contains(w)).count();
+        assert!(count(" crash") > 0 && count(" restart") == count(" crash"), "seed 3 crashes and restarts");
+        assert!(count(" snapshot at ") > 0, "snapshots are taken, so recoveries start from them");
+    }
+
+    #[test]
+    fn a_disk_that_loses_acknowledged_writes_is_caught() {
+        let found = (0..20).find_map(|seed| World::new(seed, 300).with_lossy_disk().run().violation);
+        let v = found.expect("lost acknowledged writes must be reported within 20 seeds");
+        assert!(v.what.contains("model") || v.what.contains("recovery"), "{v:?}");
     }
 
     #[test]

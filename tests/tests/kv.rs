@@ -129,3 +129,21 @@ fn blocking_on_missing_key_wakes_on_creation() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()[0]["Value"], b64(b"here"));
 }
+
+#[test]
+fn large_answers_are_gzipped_when_asked() {
+    use std::io::Read;
+    let a = Agent::dev(&[]);
+    for i in 0..60 {
+        a.put(&format!("/v1/kv/z/{i:03}"), b"some value that repeats");
+    }
+    let resp = ureq::get(&a.url("/v1/kv/z/?recurse")).set("Accept-Encoding", "gzip").call().unwrap();
+    assert_eq!(resp.header("Content-Encoding"), Some("gzip"));
+    assert!(resp.header("X-Consul-Index").is_some(), "headers survive compression");
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(resp.into_reader()).read_to_string(&mut json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 60);
+    let small = ureq::get(&a.url("/v1/status/leader")).set("Accept-Encoding", "gzip").call().unwrap();
+    assert_eq!(small.header("Content-Encoding"), None, "small answers are sent as they are");
+}

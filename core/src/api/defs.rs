@@ -257,22 +257,13 @@ impl CheckDef {
             CheckKind::Ttl(_) => (String::new(), String::new()),
         };
         let row = HealthCheck {
-            node: ctx.node.to_string(),
-            check_id: id,
-            name,
-            status,
             notes: self.notes.clone(),
-            output: String::new(),
             service_id: self.service_id.clone().unwrap_or_default(),
-            service_name: String::new(),
-            service_tags: vec![],
             kind: type_name.into(),
             interval,
             timeout,
-            exposed_port: 0,
             definition: self.view(),
-            create_index: 0,
-            modify_index: 0,
+            ..HealthCheck::new(ctx.node, &id, &name, status)
         };
         let c = self.failures_before_critical;
         let thresholds = Thresholds {

@@ -153,6 +153,28 @@ pub struct HealthCheck {
 }
 
 impl HealthCheck {
+    /// A check row with everything but its identity and status empty.
+    pub fn new(node: &str, check_id: &str, name: &str, status: Health) -> HealthCheck {
+        HealthCheck {
+            node: node.into(),
+            check_id: check_id.into(),
+            name: name.into(),
+            status,
+            notes: String::new(),
+            output: String::new(),
+            service_id: String::new(),
+            service_name: String::new(),
+            service_tags: vec![],
+            kind: String::new(),
+            interval: String::new(),
+            timeout: String::new(),
+            exposed_port: 0,
+            definition: CheckDefinitionView::default(),
+            create_index: 0,
+            modify_index: 0,
+        }
+    }
+
     /// Same content, ignoring the indexes the store assigns.
     fn same_content(&self, other: &HealthCheck) -> bool {
         let strip = |c: &HealthCheck| HealthCheck { create_index: 0, modify_index: 0, ..c.clone() };
@@ -423,24 +445,7 @@ pub(crate) mod tests {
     }
 
     pub fn check(id: &str, service_id: &str, status: Health) -> HealthCheck {
-        HealthCheck {
-            node: String::new(),
-            check_id: id.into(),
-            name: id.into(),
-            status,
-            notes: String::new(),
-            output: String::new(),
-            service_id: service_id.into(),
-            service_name: String::new(),
-            service_tags: vec![],
-            kind: String::new(),
-            interval: String::new(),
-            timeout: String::new(),
-            exposed_port: 0,
-            definition: CheckDefinitionView::default(),
-            create_index: 0,
-            modify_index: 0,
-        }
+        HealthCheck { service_id: service_id.into(), ..HealthCheck::new("", id, id, status) }
     }
 
     fn reg(n: &str, s: Option<NodeService>, checks: Vec<HealthCheck>) -> Registration {

@@ -32,6 +32,12 @@ pub enum Command {
     },
     Register(Box<Registration>),
     Deregister(Deregistration),
+    /// A Raft membership: who votes and who only replicates. Raft acts on it when it is
+    /// appended; the tables ignore it.
+    Config {
+        voters: Vec<String>,
+        non_voters: Vec<String>,
+    },
 }
 
 /// What applying one command did, for the proposer's reply and for waking watchers.
@@ -99,6 +105,7 @@ impl State {
                 self.catalog.deregister(index, d);
                 (Outcome::Bool(true), Touched::Catalog)
             }
+            Command::Config { .. } => (Outcome::Bool(true), Touched::Nothing),
         };
         Applied { index, outcome, touched }
     }

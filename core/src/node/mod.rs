@@ -17,12 +17,10 @@ use crate::api::dns::{self, DnsConfig};
 use crate::api::shapes::{AgentSelf, AgentSelfConfig, AgentService, Coord, Member, Reply, Xds};
 use crate::api::{ApiError, ApiRequest, ApiResponse, Body};
 use crate::checks::Scheduler;
-use crate::fsm::catalog::{
-    CheckDefinitionView, Deregistration, Health, HealthCheck, NodeService, Registration, Weights,
-};
+use crate::fsm::catalog::{Deregistration, Health, HealthCheck, NodeService, Registration, Weights};
 use crate::fsm::{fnv1a, Command, Outcome, State};
-use crate::ids::{Index, ReqId};
-use crate::io::{Effect, Event, Input};
+use crate::ids::{Index, ReqId, Term};
+use crate::io::{Effect, Event, Input, PersistOp, Recovered};
 use crate::raft::Raft;
 use crate::rng::{Rng, Stream};
 use crate::server::{self, Parked};
@@ -66,6 +64,9 @@ pub struct Config {
     pub debug_config: BTreeMap<String, String>,
     /// Host facts for `Stats.runtime` (arch, os, cpu count).
     pub host_stats: BTreeMap<String, String>,
+    /// Write a state-machine snapshot after this many applied entries, so the durable log
+    /// can be compacted.
+    pub snapshot_threshold: u64,
     /// Services and checks from config files.
     pub services: Vec<ServiceDef>,
     pub checks: Vec<CheckDef>,
@@ -92,6 +93,7 @@ impl Config {
             muster_version: String::new(),
             debug_config: BTreeMap::new(),
             host_stats: BTreeMap::new(),
+            snapshot_threshold: 8192,
             services: vec![],
             checks: vec![],
         }
@@ -105,6 +107,10 @@ pub enum ConfigError {
     Service { name: String, err: DefError },
     #[error("invalid check definition \"{name}\": {err}")]
     Check { name: String, err: DefError },
+    #[error("the recovered snapshot does not decode: {0}")]
+    Snapshot(String),
+    #[error("the recovered log does not follow the snapshot: entry {found} where {expected} was due")]
+    LogGap { expected: u64, found: u64 },
 }
 
 /// A config-file registration: a service with its checks, or a lone node check.
@@ -134,6 +140,8 @@ pub struct Node {
     ae_rng: Rng,
     next_full_sync: Time,
     armed: Option<Time>,
+    /// Index of the last snapshot handed to the host.
+    snapshot_index: Index,
     now: Time,
     started: bool,
     failed: Option<String>,
@@ -156,11 +164,39 @@ impl Node {
             ae_rng: Rng::new(seed, Stream::AntiEntropy),
             next_full_sync: Time::ZERO,
             armed: None,
+            snapshot_index: Index::ZERO,
             now: Time::ZERO,
             started: false,
             failed: None,
             cfg,
         })
+    }
+
+    /// Rebuilds a node from what its host read back from disk: the snapshot's state, then
+    /// every logged entry after it, applied in order.
+    pub fn recover(cfg: Config, seed: [u8; 32], disk: Recovered) -> Result<Node, ConfigError> {
+        let mut node = Node::new(cfg, seed)?;
+        let (mut last, mut term) = (Index::ZERO, Term(0));
+        if let Some((index, snap_term, data)) = disk.snapshot {
+            node.state = postcard::from_bytes(&data).map_err(|e| ConfigError::Snapshot(e.to_string()))?;
+            if node.state.applied() != index {
+                return Err(ConfigError::Snapshot(format!(
+                    "it holds index {:?}, not {index:?}",
+                    node.state.applied()
+                )));
+            }
+            (last, term, node.snapshot_index) = (index, snap_term, index);
+        }
+        for e in &disk.entries {
+            if e.index != last.next() {
+                return Err(ConfigError::LogGap { expected: last.next().0, found: e.index.0 });
+            }
+            node.state.apply(e.index, &e.command);
+            (last, term) = (e.index, e.term);
+        }
+        let term = disk.hard_state.map_or(term, |(t, _)| t.max(term));
+        node.raft = Raft::recover(term, last);
+        Ok(node)
     }
 
     /// Read-only view for tests and checkers; never feeds behaviour.
@@ -240,22 +276,8 @@ impl Node {
     fn reconcile_self(&self) -> Command {
         let info = &self.cfg.node;
         let serf = HealthCheck {
-            node: info.name.clone(),
-            check_id: SERF_HEALTH.into(),
-            name: "Serf Health Status".into(),
-            status: Health::Passing,
-            notes: String::new(),
             output: "Agent alive and reachable".into(),
-            service_id: String::new(),
-            service_name: String::new(),
-            service_tags: vec![],
-            kind: String::new(),
-            interval: String::new(),
-            timeout: String::new(),
-            exposed_port: 0,
-            definition: CheckDefinitionView::default(),
-            create_index: 0,
-            modify_index: 0,
+            ..HealthCheck::new(&info.name, SERF_HEALTH, "Serf Health Status", Health::Passing)
         };
         let service = self.cfg.server.then(|| NodeService {
             kind: String::new(),
@@ -290,16 +312,22 @@ impl Node {
     fn apply(&mut self, index: Index, cmd: &Command, out: &mut Vec<Effect>) {
         let applied = self.state.apply(index, cmd);
         out.push(Effect::Emit(Event::Applied { index }));
-        let due: Vec<Index> = self.pending.range(..=index).map(|(i, _)| *i).collect();
-        for i in due {
-            for p in self.pending.remove(&i).unwrap_or_default() {
-                let (id, resp) = match p {
-                    Pending::Empty(id) => (id, ApiResponse::empty()),
-                    Pending::Outcome(id) if i != index => (id, ApiResponse::empty()),
-                    Pending::Outcome(id) => (id, outcome_response(&applied.outcome)),
-                };
-                out.push(Effect::Respond { id, resp });
-            }
+        if index.0 - self.snapshot_index.0 >= self.cfg.snapshot_threshold {
+            self.snapshot_index = index;
+            let data = postcard::to_allocvec(&self.state).expect("the state always encodes");
+            let token = self.raft.next_persist_token();
+            out.push(Effect::Persist {
+                token,
+                op: PersistOp::Snapshot { index, term: self.raft.term(), data },
+            });
+        }
+        // Writes wait at the exact index of their (last) entry, and indexes apply one by one.
+        for p in self.pending.remove(&index).unwrap_or_default() {
+            let (id, resp) = match p {
+                Pending::Empty(id) => (id, ApiResponse::empty()),
+                Pending::Outcome(id) => (id, outcome_response(&applied.outcome)),
+            };
+            out.push(Effect::Respond { id, resp });
         }
         let (woken, still): (Vec<Parked>, Vec<Parked>) =
             std::mem::take(&mut self.parked).into_iter().partition(|p| p.watch.woken_by(&applied.touched));
@@ -591,22 +619,12 @@ impl Node {
             return;
         }
         let row = HealthCheck {
-            node: self.cfg.node.name.clone(),
-            check_id: check_id.into(),
-            name: name.into(),
-            status: Health::Critical,
             notes,
-            output: String::new(),
             service_id: svc.map(|s| s.id.clone()).unwrap_or_default(),
             service_name: svc.map(|s| s.service.clone()).unwrap_or_default(),
             service_tags: svc.map(|s| s.tags.clone()).unwrap_or_default(),
             kind: "maintenance".into(),
-            interval: String::new(),
-            timeout: String::new(),
-            exposed_port: 0,
-            definition: CheckDefinitionView::default(),
-            create_index: 0,
-            modify_index: 0,
+            ..HealthCheck::new(&self.cfg.node.name, check_id, name, Health::Critical)
         };
         self.agent.add_check(row, None, now);
     }
@@ -672,22 +690,11 @@ impl Node {
             let status = crate::api::defs::parse_status(c.status.as_deref()).map_err(bad)?;
             let check_id = c.check_id.clone().filter(|i| !i.is_empty()).unwrap_or_else(|| c.name.clone());
             checks.push(HealthCheck {
-                node: def.node.clone(),
-                check_id,
-                name: c.name.clone(),
-                status,
                 notes: c.notes.clone(),
                 output: c.output.clone(),
                 service_id: c.service_id.clone(),
-                service_name: String::new(),
-                service_tags: vec![],
-                kind: String::new(),
-                interval: String::new(),
-                timeout: String::new(),
-                exposed_port: 0,
                 definition: c.definition.view(),
-                create_index: 0,
-                modify_index: 0,
+                ..HealthCheck::new(&def.node, &check_id, &c.name, status)
             });
         }
         let node = crate::fsm::catalog::Node {

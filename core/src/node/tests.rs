@@ -6,29 +6,36 @@ use crate::api::dns::{DnsQuestion, RData, Rcode, RecordType};
 use crate::api::shapes::Reply;
 use crate::api::{KvRead, QueryOpts};
 use crate::fsm::kv::KvSetMode;
-use crate::io::PersistOp;
+use crate::io::{PersistOp, Recovered};
 
 fn config() -> Config {
     Config { unix_secs_at_zero: 1_700_000_000, ..Config::defaults(NodeInfo::new("dev", "127.0.0.1", "dc1")) }
 }
 
-/// A host that makes every persist durable at once and keeps what else came out.
+/// A host that makes every persist durable at once, keeps what a disk would (compacting at
+/// snapshots), and keeps what else came out.
 struct Host {
     node: Node,
     now: Time,
     next_req: u64,
     responses: BTreeMap<u64, ApiResponse>,
     runs: Vec<Effect>,
+    disk: Recovered,
 }
 
 impl Host {
     fn new(cfg: Config) -> Host {
+        Host::around(Node::new(cfg, [9; 32]).unwrap())
+    }
+
+    fn around(node: Node) -> Host {
         let mut h = Host {
-            node: Node::new(cfg, [9; 32]).unwrap(),
+            node,
             now: Time(1),
             next_req: 0,
             responses: BTreeMap::new(),
             runs: vec![],
+            disk: Recovered::default(),
         };
         h.feed(Input::Tick);
         h
@@ -41,7 +48,10 @@ impl Host {
             self.node.step(self.now, input, &mut out);
             for e in out {
                 match e {
-                    Effect::Persist { token, .. } => queue.insert(0, Input::Persisted { token }),
+                    Effect::Persist { token, op } => {
+                        self.disk.absorb(op);
+                        queue.insert(0, Input::Persisted { token });
+                    }
                     Effect::Respond { id, resp } => {
                         self.responses.insert(id.0, resp);
                     }
@@ -286,4 +296,51 @@ fn failed_persist_stops_the_node() {
     let mut out = vec![];
     node.step(Time(3), Input::Request { id: ReqId(7), req: ApiRequest::StatusLeader }, &mut out);
     assert!(matches!(&out[..], [Effect::Respond { resp, .. }] if resp.status == 500));
+}
+
+#[test]
+fn full_sync_writes_nothing_when_the_catalog_already_agrees() {
+    let mut h = Host::new(config());
+    let mut def = ttl_service();
+    def.checks[0].ttl = Some(Duration::from_secs(3600));
+    h.call(ApiRequest::AgentServiceRegister { def: Box::new(def), replace_existing_checks: false });
+    h.call(ApiRequest::AgentMaintenance { enable: true, reason: "x".into() });
+    let before = h.node.state().applied();
+    h.advance(Duration::from_secs(150));
+    assert_eq!(h.node.state().applied(), before, "two full syncs passed without a write");
+}
+
+#[test]
+fn a_recovered_node_holds_what_was_acknowledged() {
+    let mut cfg = config();
+    cfg.snapshot_threshold = 10;
+    let mut h = Host::new(cfg.clone());
+    for i in 0..25 {
+        assert_eq!(h.call(put(&format!("k{i}"), &format!("v{i}"), KvSetMode::Set)).status, 200);
+    }
+    h.call(ApiRequest::AgentServiceRegister { def: Box::new(ttl_service()), replace_existing_checks: false });
+    let (snap_index, _, _) = h.disk.snapshot.clone().expect("a snapshot was taken past the threshold");
+    assert!(h.disk.entries.iter().all(|e| e.index > snap_index), "the log was compacted");
+    let before = h.node.state().digest();
+    let applied = h.node.state().applied();
+
+    let disk = std::mem::take(&mut h.disk);
+    let mut r = Host::around(Node::recover(cfg, [5; 32], disk).unwrap());
+    assert!(r.node.state().applied() > applied, "the recovered node started a new term with a no-op");
+    assert_eq!(r.call(get("k24", 0)).body, Body::Raw(b"v24".to_vec()));
+    assert_eq!(r.call(get("k3", 0)).body, Body::Raw(b"v3".to_vec()));
+    assert_eq!(health(&mut r, false), 1, "the catalog came back too");
+    assert_ne!(before, 0);
+    let r2 = r.call(put("after", "restart", KvSetMode::Set));
+    assert_eq!(r2.body, Body::Json(Reply::Bool(true)), "writes resume after recovery");
+}
+
+#[test]
+fn recovery_refuses_a_log_with_a_hole() {
+    let mut h = Host::new(config());
+    h.call(put("a", "1", KvSetMode::Set));
+    h.call(put("b", "2", KvSetMode::Set));
+    let mut disk = std::mem::take(&mut h.disk);
+    disk.entries.remove(1);
+    assert!(matches!(Node::recover(config(), [0; 32], disk), Err(ConfigError::LogGap { .. })));
 }

@@ -6,6 +6,23 @@
 //! (elections, AppendEntries, snapshots) extends this type without changing the state machine.
 //! Never applies entries itself and never touches disk: it asks the host through `Persist`.
 
+pub mod disk;
+mod durability;
+mod election;
+pub mod log;
+pub mod membership;
+pub mod message;
+mod read;
+pub mod replica;
+mod replication;
+mod snapshot;
+
+pub use membership::{Membership, MembershipChange};
+pub use message::{AppendResult, Message};
+pub use replica::{
+    ConfigError, DebugState, ProposeError, RaftInput, RaftOutput, RecoverError, Replica, ReplicaConfig, Role,
+};
+
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
@@ -61,18 +78,26 @@ impl Raft {
         self.last_index
     }
 
+    /// A single-voter log that resumes from disk: everything that was persisted is
+    /// committed, since this voter's durable copy was the quorum.
+    pub fn recover(term: Term, last_index: Index) -> Raft {
+        Raft { term, last_index, commit: last_index, ..Raft::single_voter() }
+    }
+
     /// With one voter there is nobody to ask: start the next term as leader and write its
     /// no-op, as every new leader does.
     pub fn campaign(&mut self, out: &mut Vec<Effect>) {
         self.term = Term(self.term.0 + 1);
         self.leader = true;
-        let token = self.token();
+        let token = self.next_persist_token();
         out.push(Effect::Persist { token, op: PersistOp::HardState { term: self.term, voted_for: None } });
         out.push(Effect::Emit(Event::BecameLeader { term: self.term }));
         self.propose(Command::Noop, out);
     }
 
-    fn token(&mut self) -> PersistToken {
+    /// The next persist token; persists outside the log (hard state, snapshots) take one
+    /// too, so every persist shares one order.
+    pub fn next_persist_token(&mut self) -> PersistToken {
         let t = PersistToken(self.next_token);
         self.next_token += 1;
         t
@@ -93,7 +118,7 @@ impl Raft {
             entries.push(Entry { term: self.term, index: self.last_index, command });
         }
         self.uncommitted.extend(entries.iter().cloned());
-        let token = self.token();
+        let token = self.next_persist_token();
         self.in_flight.push_back((token, self.last_index));
         out.push(Effect::Persist { token, op: PersistOp::AppendLog { entries } });
         self.last_index
@@ -107,9 +132,7 @@ impl Raft {
                 break;
             }
             self.in_flight.pop_front();
-            if idx > Index::ZERO {
-                durable = Some(idx);
-            }
+            durable = Some(idx);
         }
         let mut committed = Vec::new();
         if let Some(upto) = durable {
