@@ -21,7 +21,7 @@ use crate::fsm::catalog::{Deregistration, Health, HealthCheck, NodeService, Regi
 use crate::fsm::{fnv1a, Command, Outcome, State};
 use crate::ids::{Index, ReqId, Term};
 use crate::io::{Effect, Event, Input, PersistOp, Recovered};
-use crate::raft::Raft;
+use crate::raft::{Entry, Raft};
 use crate::rng::{Rng, Stream};
 use crate::server::{self, Parked};
 use crate::time::{Duration, Time};
@@ -234,7 +234,7 @@ impl Node {
             }
             Input::Persisted { token } => {
                 for entry in self.raft.persisted(token) {
-                    self.apply(entry.index, &entry.command, out);
+                    self.apply(&entry, out);
                 }
             }
             Input::PersistFailed { token } => {
@@ -309,7 +309,8 @@ impl Node {
         }))
     }
 
-    fn apply(&mut self, index: Index, cmd: &Command, out: &mut Vec<Effect>) {
+    fn apply(&mut self, entry: &Entry, out: &mut Vec<Effect>) {
+        let (index, cmd) = (entry.index, &entry.command);
         let applied = self.state.apply(index, cmd);
         out.push(Effect::Emit(Event::Applied { index }));
         if index.0 - self.snapshot_index.0 >= self.cfg.snapshot_threshold {
@@ -318,7 +319,8 @@ impl Node {
             let token = self.raft.next_persist_token();
             out.push(Effect::Persist {
                 token,
-                op: PersistOp::Snapshot { index, term: self.raft.term(), data },
+                // The snapshot's term is its last entry's, so a disk sees the log continue it.
+                op: PersistOp::Snapshot { index, term: entry.term, data },
             });
         }
         // Writes wait at the exact index of their (last) entry, and indexes apply one by one.
