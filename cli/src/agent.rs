@@ -286,8 +286,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if !cfg.server {
         anyhow::bail!("client agents need gossip to find servers, which muster does not have yet; run with -server (or -dev)");
     }
-    if cfg.bootstrap_expect > 1 {
-        anyhow::bail!("bootstrap_expect {} needs multi-server Raft, which muster does not have yet; use bootstrap_expect 1 or -bootstrap", cfg.bootstrap_expect);
+    if cfg.bootstrap_expect > 1 && cfg.retry_join.is_empty() {
+        anyhow::bail!(
+            "bootstrap_expect {} needs the other servers' addresses: give -retry-join (gossip discovery is not built yet)",
+            cfg.bootstrap_expect
+        );
     }
     let node_cfg = agent::node_config(&cfg, env!("CARGO_PKG_VERSION"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

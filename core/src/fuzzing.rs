@@ -48,6 +48,26 @@ pub fn fsm_apply(data: &[u8]) {
     assert_eq!(a.digest(), b.digest(), "the same log gives the same state");
 }
 
+/// Arbitrary bytes as what arrives on a server-port connection, fed in uneven pieces: the
+/// decoder yields messages or an error, never panics, and stops at the first error.
+pub fn rpc_frames(data: &[u8]) {
+    let mut d = crate::rpc::Decoder::default();
+    let step = data.first().map_or(1, |b| usize::from(*b % 16) + 1);
+    for piece in data.chunks(step) {
+        d.push(piece);
+        loop {
+            match d.next_message() {
+                Ok(Some(msg)) => {
+                    let again = crate::rpc::encode(&msg);
+                    assert!(again.len() > 4, "a decoded message re-encodes");
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

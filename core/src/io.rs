@@ -8,6 +8,7 @@ use crate::checks::CheckSpec;
 use crate::fsm::catalog::Health;
 use crate::ids::{CheckId, Index, PersistToken, ReqId, RunId, Term};
 use crate::raft::Entry;
+use crate::rpc::PeerMessage;
 use crate::time::{Duration, Time};
 
 /// Something that happened, handed to `Node::step` with the time it happened.
@@ -21,6 +22,11 @@ pub enum Input {
     CheckResult { check: CheckId, run: RunId, status: Health, output: String },
     /// The persist with this token (and all before it) is durable.
     Persisted { token: PersistToken },
+    /// A message from another server (`from` is its Raft id, `host:port`).
+    Peer { from: String, msg: PeerMessage },
+    /// A `Send` the host could not deliver (no connection could be made): the message
+    /// never left, so work it carried may safely be sent again.
+    Undelivered { to: String, msg: PeerMessage },
     /// The persist failed; the node fail-stops rather than lie about durability.
     PersistFailed { token: PersistToken },
     /// The host wants the node to shut down cleanly.
@@ -34,6 +40,8 @@ pub enum Effect {
     SetTimer { at: Time },
     /// Make this durable, then answer `Persisted { token }`.
     Persist { token: PersistToken, op: PersistOp },
+    /// Send `msg` to server `to` (best effort: Raft tolerates loss, and forwards time out).
+    Send { to: String, msg: PeerMessage },
     /// Answer request `id`.
     Respond { id: ReqId, resp: ApiResponse },
     /// Run one check probe with this deadline and answer `CheckResult`.
@@ -64,26 +72,6 @@ pub struct Recovered {
     pub hard_state: Option<(Term, Option<String>)>,
     pub snapshot: Option<(Index, Term, Vec<u8>)>,
     pub entries: Vec<Entry>,
-}
-
-impl Recovered {
-    /// What an ideal disk holds after `op` becomes durable: appends extend (or overwrite the
-    /// suffix of) the log, a snapshot drops the entries it covers. Simulated disks use it.
-    pub fn absorb(&mut self, op: PersistOp) {
-        match op {
-            PersistOp::AppendLog { entries } => {
-                if let Some(first) = entries.first() {
-                    self.entries.retain(|e| e.index < first.index);
-                }
-                self.entries.extend(entries);
-            }
-            PersistOp::HardState { term, voted_for } => self.hard_state = Some((term, voted_for)),
-            PersistOp::Snapshot { index, term, data } => {
-                self.entries.retain(|e| e.index > index);
-                self.snapshot = Some((index, term, data));
-            }
-        }
-    }
 }
 
 /// Observations for logs and checkers; they never feed behaviour.

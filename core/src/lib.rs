@@ -15,5 +15,6 @@ pub mod io;
 pub mod node;
 pub mod raft;
 pub mod rng;
+pub mod rpc;
 pub mod server;
 pub mod time;

@@ -21,7 +21,7 @@ use crate::config::AgentConfig;
 use crate::disk::DiskLog;
 use crate::host::{Host, HostError, NodeHandle, Storage};
 use crate::http::HttpOptions;
-use crate::{decode, dns, http};
+use crate::{decode, dns, http, rpc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -197,6 +197,15 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         debug_config,
         host_stats,
         snapshot_threshold: cfg.raft_snapshot_threshold.max(1),
+        raft_election_timeout: Duration::from_millis(1000),
+        raft_heartbeat: Duration::from_millis(150),
+        bootstrap_expect: cfg.bootstrap_expect,
+        retry_join: cfg
+            .retry_join
+            .iter()
+            .map(|j| server_id(j, cfg.ports.server))
+            .collect::<Result<_, _>>()?,
+        rpc_hold_timeout: Duration::from_secs(7),
         services,
         checks,
     })
@@ -204,6 +213,23 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
 
 /// The node ID kept in `<data_dir>/node-id`, made on first start, so a restarted agent is
 /// the same node.
+fn node_is_alone(cfg: &AgentConfig) -> bool {
+    cfg.retry_join.is_empty() && cfg.bootstrap_expect <= 1
+}
+
+/// A `-retry-join` entry as the server id peers know it by: `host[:port]` resolved to
+/// `ip:port`, with this agent's server port when none is given.
+fn server_id(join: &str, default_port: i32) -> Result<String, AgentError> {
+    use std::net::ToSocketAddrs;
+    let with_port = match socket(join, default_port) {
+        Ok(addr) => return Ok(addr.to_string()),
+        Err(_) if join.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) => join.to_string(),
+        Err(_) => format!("{join}:{default_port}"),
+    };
+    let resolved = with_port.to_socket_addrs().ok().and_then(|mut a| a.find(SocketAddr::is_ipv4));
+    resolved.map(|a| a.to_string()).ok_or(AgentError::Address(join.to_string()))
+}
+
 fn persistent_node_id(dir: &std::path::Path) -> Result<String, AgentError> {
     let path = dir.join("node-id");
     let io = |err: std::io::Error| AgentError::DataDir { path: path.display().to_string(), err };
@@ -246,7 +272,21 @@ pub async fn start(cfg: &AgentConfig, node_cfg: Config, pretty: bool) -> Result<
         }
         None => (Node::new(node_cfg, os_seed())?, Storage::Memory),
     };
-    let (host, handle) = Host::new(node, Instant::now(), storage);
+    let me = format!("{}:{}", node.config().node.address, node.config().ports.server);
+    let (host, handle) = Host::new(node, Instant::now(), storage, me);
+    if cfg.ports.server > 0 {
+        let addr = socket(&cfg.bind_addr, cfg.ports.server)?;
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                tokio::spawn(rpc::serve(l, host.deliveries()));
+            }
+            // A lone server has nobody to talk to: -dev keeps working when the port is taken.
+            Err(err) if node_is_alone(cfg) => {
+                tracing::warn!(%addr, error = %err, "server port unavailable; running without it")
+            }
+            Err(err) => return Err(AgentError::Bind { what: "server RPC", addr: addr.to_string(), err }),
+        }
+    }
     let opts = Arc::new(HttpOptions {
         datacenter: cfg.datacenter.clone(),
         pretty,

@@ -8,7 +8,9 @@
 //!   whole files.
 //! - `snapshot-<index, 20 digits>.snap`: `[magic][index][term][data length][crc32][data]`, the
 //!   crc covering index, term, length and data. Written as `.snap.tmp`, synced, renamed, and the
-//!   directory synced; only then are older snapshots and the segments it covers deleted.
+//!   directory synced; only then are older snapshots and the segments it covers deleted. A
+//!   snapshot the log does not continue (no entry at its index with its term, as when a
+//!   follower installs its leader's) replaces the whole log, as `raft::disk::apply` defines.
 //! - `hardstate`: `[magic][record of postcard((term, voted_for))]`, replaced atomically the same
 //!   way. It lives apart from the log because repairing the log cuts its tail: a vote recorded
 //!   there would vanish if the machine died between the cut and re-writing it, and a forgotten
@@ -20,7 +22,9 @@
 //!
 //! Recovery trusts nothing it has not checked: a record with a bad length, CRC or payload ends
 //! the log (a torn write), and later segments are dropped since nothing after a hole can be
-//! trusted; entries must then follow the snapshot without a gap, or `open` refuses to guess.
+//! trusted; entries must then follow the snapshot without a gap, or `open` refuses to guess. A
+//! log holding the snapshot's index with another term is one the snapshot replaced, left by a
+//! crash before its deletion, and is deleted.
 //!
 //! Never decides anything (what to persist and when is core's business) and never reads the
 //! disk after `open`: the log tail the node needs is in its memory.
@@ -67,7 +71,7 @@ pub enum DiskError {
     Gap { dir: PathBuf, after: u64, got: u64 },
     #[error("{}: an append at index {first} would rewrite entries the snapshot at {snapshot} covers", dir.display())]
     BeforeSnapshot { dir: PathBuf, first: u64, snapshot: u64 },
-    #[error("{}: a snapshot at index {index} is older than the one on disk at {current}", dir.display())]
+    #[error("{}: a snapshot at index {index} is not newer than the one on disk at {current}", dir.display())]
     SnapshotRegress { dir: PathBuf, index: u64, current: u64 },
     #[error("encoding a record for {}: {source}", path.display())]
     Encode { path: PathBuf, source: postcard::Error },
@@ -79,6 +83,15 @@ pub enum DiskError {
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DiskError + 'a {
     move |source| DiskError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// Where a logged entry's record starts, and the entry's term (which decides whether a
+/// snapshot continues the log).
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    segment: u64,
+    offset: u64,
+    term: Term,
 }
 
 /// The durable log of one node.
@@ -99,9 +112,9 @@ pub struct DiskLog {
     snapshot: u64,
     /// The last index the log speaks for: its last entry, or the snapshot when that is later.
     last: u64,
-    /// Where each entry after the snapshot starts, as (segment, offset); `locs[i]` is entry
-    /// `snapshot + 1 + i`. Only a repair of the log's suffix reads it.
-    locs: VecDeque<(u64, u64)>,
+    /// Where each entry after the snapshot starts, and its term; `locs[i]` is entry
+    /// `snapshot + 1 + i`.
+    locs: VecDeque<Loc>,
     /// A write failed part way, so appending more could follow a half-written record.
     broken: bool,
 }
@@ -123,8 +136,9 @@ impl DiskLog {
         }
         let (snapshot, corrupt) = newest_valid_snapshot(&dir, &listing.snapshots)?;
         let hard_state = read_hard_state(&dir)?;
-        let snap_index = snapshot.as_ref().map_or(0, |(index, _, _)| index.0);
-        let replay = replay(&dir, &listing.segments, snap_index)?;
+        let (snap_index, snap_term) =
+            snapshot.as_ref().map_or((0, Term(0)), |(index, term, _)| (index.0, *term));
+        let replay = replay(&dir, &listing.segments, snap_index, snap_term)?;
         let last = replay.entries.last().map_or(snap_index, |e| e.index.0);
         // Falling back past a corrupt snapshot is fine only if the log still holds what it held.
         if let Some(&index) = corrupt.iter().find(|&&index| index > last) {
@@ -136,7 +150,10 @@ impl DiskLog {
             remove(&snapshot_path(&dir, index))?;
         }
         let mut segments = listing.segments;
-        if let Some((pos, offset)) = replay.torn {
+        if replay.stale {
+            remove_newest_first(&dir, &segments)?;
+            segments.clear();
+        } else if let Some((pos, offset)) = replay.torn {
             // Later segments go first: were the cut made durable before them, the next
             // recovery would see a hole instead of a torn record.
             for &name in &segments[pos + 1..] {
@@ -232,7 +249,11 @@ impl DiskLog {
             let path = segment_path(&self.dir, self.active_name());
             let record = frame(entry, &path)?;
             self.active.write_all(&record).map_err(io_error("writing", &path))?;
-            self.locs.push_back((self.active_name(), self.active_len));
+            self.locs.push_back(Loc {
+                segment: self.active_name(),
+                offset: self.active_len,
+                term: entry.term,
+            });
             self.active_len += record.len() as u64;
             self.last = entry.index.0;
             self.unsynced = true;
@@ -245,15 +266,11 @@ impl DiskLog {
     /// could survive a crash and read as their continuation.
     fn truncate_from(&mut self, index: u64) -> Result<(), DiskError> {
         let at = (index - self.snapshot - 1) as usize;
-        let (segment, offset) = self.locs[at];
+        let Loc { segment, offset, .. } = self.locs[at];
         if self.active_name() > segment {
-            // Newest first, each deletion durable before the next, so a crash leaves a shorter
-            // log, never one with a hole in it.
-            while self.active_name() > segment {
-                remove(&segment_path(&self.dir, self.active_name()))?;
-                sync_dir(&self.dir)?;
-                self.segments.pop();
-            }
+            let keep = self.segments.partition_point(|&name| name <= segment);
+            remove_newest_first(&self.dir, &self.segments[keep..])?;
+            self.segments.truncate(keep);
             self.active = open_segment(&segment_path(&self.dir, segment), false)?;
         }
         let path = segment_path(&self.dir, segment);
@@ -277,24 +294,35 @@ impl DiskLog {
     }
 
     fn write_snapshot(&mut self, index: u64, term: Term, data: &[u8]) -> Result<(), DiskError> {
-        if index < self.snapshot {
+        // An equal index too: if a crash cut short its replacing the log, what is left would
+        // start right after it, which recovery cannot tell from a log that continues it.
+        if index <= self.snapshot {
             return Err(DiskError::SnapshotRegress { dir: self.dir.clone(), index, current: self.snapshot });
         }
+        let continues = index <= self.last && self.locs[(index - self.snapshot - 1) as usize].term == term;
         let name = snapshot_name(index);
         write_renamed(&self.dir, &name, &[&snapshot_header(index, term, data), data])?;
 
-        if index >= self.last {
-            self.locs.clear();
-            self.last = index;
+        if continues {
+            self.compact_to(index)?;
         } else {
-            self.locs.drain(..(index - self.snapshot) as usize);
+            self.replace_log(index)?;
         }
+        for older in Listing::scan(&self.dir)?.snapshots.into_iter().filter(|&older| older < index) {
+            remove(&snapshot_path(&self.dir, older))?;
+        }
+        Ok(())
+    }
+
+    /// Drops the entries up to `index`, which a durable snapshot holds and the log continues.
+    fn compact_to(&mut self, index: u64) -> Result<(), DiskError> {
+        self.locs.drain(..(index - self.snapshot) as usize);
         self.snapshot = index;
         if self.active_len > 0 {
             self.roll(self.last + 1)?;
         }
-        // One directory sync makes both the rename and the new segment durable; until both
-        // are, the files the snapshot replaces are still needed.
+        // One directory sync makes both the snapshot's rename and the new segment durable;
+        // until both are, the files the snapshot replaces are still needed.
         sync_dir(&self.dir)?;
         self.dir_unsynced = false;
 
@@ -307,15 +335,33 @@ impl DiskLog {
         for name in self.segments.drain(..keep) {
             remove(&segment_path(&self.dir, name))?;
         }
-        for older in Listing::scan(&self.dir)?.snapshots.into_iter().filter(|&older| older < index) {
-            remove(&snapshot_path(&self.dir, older))?;
-        }
+        Ok(())
+    }
+
+    /// Deletes the whole log, which does not continue the snapshot at `index`, and starts an
+    /// empty one after it.
+    fn replace_log(&mut self, index: u64) -> Result<(), DiskError> {
+        // The snapshot is durable before the log it replaces goes. Deleting newest first
+        // leaves, after a crash, a log that either ends below `index` or still holds the
+        // entry there with another term; recovery drops both.
+        sync_dir(&self.dir)?;
+        remove_newest_first(&self.dir, &self.segments)?;
+        self.segments.clear();
+        self.unsynced = false;
+        self.start_segment(index + 1)?;
+        self.locs.clear();
+        self.last = index;
+        self.snapshot = index;
         Ok(())
     }
 
     /// Starts segment `name`; the one left behind is never written again, so it is synced now.
     fn roll(&mut self, name: u64) -> Result<(), DiskError> {
         self.sync_active()?;
+        self.start_segment(name)
+    }
+
+    fn start_segment(&mut self, name: u64) -> Result<(), DiskError> {
         self.active = open_segment(&segment_path(&self.dir, name), true)?;
         self.segments.push(name);
         self.active_len = 0;
@@ -441,6 +487,16 @@ fn remove(path: &Path) -> Result<(), DiskError> {
     }
 }
 
+/// Deletes these segments newest first, each deletion durable before the next, so a crash
+/// leaves a prefix of the log, never one with a hole in it.
+fn remove_newest_first(dir: &Path, segments: &[u64]) -> Result<(), DiskError> {
+    for &name in segments.iter().rev() {
+        remove(&segment_path(dir, name))?;
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> Result<(), DiskError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing the directory", dir))
 }
@@ -545,13 +601,17 @@ fn read_hard_state(dir: &Path) -> Result<Option<(Term, Option<String>)>, DiskErr
 struct Replay {
     /// The entries after the snapshot, in order.
     entries: Vec<Entry>,
-    locs: VecDeque<(u64, u64)>,
+    locs: VecDeque<Loc>,
     /// Where the first bad record is: (position in the segment list, offset).
     torn: Option<(usize, u64)>,
+    /// The log holds the snapshot's index with another term: the snapshot replaced it, so
+    /// none of it counts.
+    stale: bool,
 }
 
-/// Reads the segments in order, keeping entries after `snapshot`, up to the first bad record.
-fn replay(dir: &Path, segments: &[u64], snapshot: u64) -> Result<Replay, DiskError> {
+/// Reads the segments in order, keeping entries after the snapshot at `snapshot` with `term`,
+/// up to the first bad record.
+fn replay(dir: &Path, segments: &[u64], snapshot: u64, term: Term) -> Result<Replay, DiskError> {
     let mut out = Replay::default();
     for (pos, &name) in segments.iter().enumerate() {
         let path = segment_path(dir, name);
@@ -578,6 +638,10 @@ fn replay(dir: &Path, segments: &[u64], snapshot: u64) -> Result<Replay, DiskErr
             // Entries the snapshot covers may linger in a segment that also holds later ones,
             // or in one a crash kept from being deleted.
             if out.entries.is_empty() && index <= snapshot {
+                // What a crash left of a log the snapshot replaced (see `replace_log`).
+                if index == snapshot && entry.term != term {
+                    return Ok(Replay { stale: true, ..Replay::default() });
+                }
                 offset += used;
                 continue;
             }
@@ -586,7 +650,7 @@ fn replay(dir: &Path, segments: &[u64], snapshot: u64) -> Result<Replay, DiskErr
                 let reason = format!("entry {index} where {expected} was expected (snapshot at {snapshot})");
                 return Err(DiskError::Corrupt { path, reason });
             }
-            out.locs.push_back((name, offset as u64));
+            out.locs.push_back(Loc { segment: name, offset: offset as u64, term: entry.term });
             out.entries.push(entry);
             offset += used;
         }
@@ -599,6 +663,7 @@ mod tests {
     use super::*;
     use muster_core::fsm::kv::KvSetMode;
     use muster_core::fsm::Command;
+    use muster_core::raft::disk;
     use proptest::prelude::*;
     use std::ops::RangeInclusive;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -662,10 +727,10 @@ mod tests {
         PersistOp::HardState { term: Term(term), voted_for: Some(vote.to_string()) }
     }
 
-    fn snapshot(index: u64) -> PersistOp {
+    fn snapshot(index: u64, term: u64) -> PersistOp {
         PersistOp::Snapshot {
             index: Index(index),
-            term: Term(1),
+            term: Term(term),
             data: format!("state at {index}").into_bytes(),
         }
     }
@@ -674,7 +739,7 @@ mod tests {
     fn persist(log: &mut DiskLog, model: &mut Recovered, batch: Vec<PersistOp>) {
         log.persist(&batch).unwrap();
         for op in batch {
-            model.absorb(op);
+            disk::apply(model, op);
         }
     }
 
@@ -717,7 +782,7 @@ mod tests {
                 batch.push(hard_state(1 + i / 100, "a"));
             }
             if i == 150 {
-                batch.push(snapshot(120));
+                batch.push(snapshot(120, 2));
             }
         }
         persist(&mut log, &mut model, batch);
@@ -770,7 +835,7 @@ mod tests {
             persist(&mut log, &mut model, vec![append(i..=i + 2, 1)]);
         }
         assert!(dir.segments().len() >= 3);
-        let (segment, offset) = log.locs[1];
+        let Loc { segment, offset, .. } = log.locs[1];
         assert_eq!(segment, 1);
         drop(log);
         flip_byte(&segment_path(&dir.raft(), 1), offset + RECORD_HEADER as u64 + 1);
@@ -822,8 +887,8 @@ mod tests {
         let (mut log, _) = dir.open_small();
         let mut model = Recovered::default();
         persist(&mut log, &mut model, vec![append(1..=40, 1)]);
-        persist(&mut log, &mut model, vec![snapshot(5)]);
-        persist(&mut log, &mut model, vec![snapshot(25)]);
+        persist(&mut log, &mut model, vec![snapshot(5, 1)]);
+        persist(&mut log, &mut model, vec![snapshot(25, 1)]);
         let segments = dir.segments();
         assert!(segments[0] <= 26 && segments[1] > 26, "only segments wholly ≤ 25 went: {segments:?}");
         assert_eq!(*segments.last().unwrap(), 41, "a fresh segment follows the snapshot");
@@ -834,7 +899,7 @@ mod tests {
         assert_eq!(recovered, model);
         assert_eq!(recovered.entries.first().unwrap().index, Index(26));
         // A snapshot past the end of the log (as InstallSnapshot brings) leaves no log at all.
-        persist(&mut log, &mut model, vec![append(41..=45, 1), snapshot(100)]);
+        persist(&mut log, &mut model, vec![append(41..=45, 1), snapshot(100, 1)]);
         assert_eq!(dir.segments(), [101]);
         drop(log);
         let (mut log, recovered) = dir.open_small();
@@ -850,15 +915,74 @@ mod tests {
         let (mut log, _) = dir.open_small();
         let mut model = Recovered::default();
         persist(&mut log, &mut model, vec![hard_state(3, "b"), append(1..=20, 3)]);
-        persist(&mut log, &mut model, vec![snapshot(20)]);
+        persist(&mut log, &mut model, vec![snapshot(20, 3)]);
         assert!(dir.segments().iter().all(|&name| name > 20));
         drop(log);
         let (mut log, recovered) = dir.open_small();
         assert_eq!(recovered.hard_state, Some((Term(3), Some("b".into()))));
         assert_eq!(recovered, model);
-        persist(&mut log, &mut model, vec![append(21..=22, 3), hard_state(4, "c"), snapshot(50)]);
+        persist(&mut log, &mut model, vec![append(21..=22, 3), hard_state(4, "c"), snapshot(50, 4)]);
         drop(log);
         assert_eq!(dir.open().1, model);
+    }
+
+    #[test]
+    fn a_snapshot_the_log_does_not_continue_replaces_it() {
+        let dir = TempDir::new("replace");
+        let (mut log, _) = dir.open_small();
+        let mut model = Recovered::default();
+        persist(&mut log, &mut model, vec![append(1..=30, 1), append(21..=30, 2)]);
+        // Entry 25 has term 2: a leader's snapshot there with term 3 replaces the log.
+        persist(&mut log, &mut model, vec![snapshot(25, 3)]);
+        assert!(model.entries.is_empty());
+        assert_eq!(dir.segments(), [26]);
+        persist(&mut log, &mut model, vec![append(26..=28, 3)]);
+        drop(log);
+        let (mut log, recovered) = dir.open_small();
+        assert_eq!(recovered, model);
+        persist(&mut log, &mut model, vec![append(29..=29, 3)]);
+        drop(log);
+        assert_eq!(dir.open().1, model);
+    }
+
+    #[test]
+    fn recovery_drops_what_a_crash_left_of_a_replaced_log() {
+        // Entry 25 has another term; 40 is past the log's end.
+        for (index, term) in [(25, 3), (40, 2)] {
+            let dir = TempDir::new("replace-crash");
+            let (mut log, _) = dir.open_small();
+            let mut model = Recovered::default();
+            persist(&mut log, &mut model, vec![append(1..=30, 2)]);
+            let old: Vec<(u64, Vec<u8>)> = dir
+                .segments()
+                .into_iter()
+                .map(|name| (name, fs::read(segment_path(&dir.raft(), name)).unwrap()))
+                .collect();
+            persist(&mut log, &mut model, vec![snapshot(index, term)]);
+            drop(log);
+            let snapshotted = dir.0.join("snapshotted");
+            fs::rename(dir.raft(), &snapshotted).unwrap();
+
+            // A crash after the snapshot's rename, while deleting the log newest first.
+            for kept in 1..=old.len() {
+                let _ = fs::remove_dir_all(dir.raft());
+                fs::create_dir(dir.raft()).unwrap();
+                fs::copy(snapshotted.join(snapshot_name(index)), snapshot_path(&dir.raft(), index)).unwrap();
+                for (name, bytes) in &old[..kept] {
+                    fs::write(segment_path(&dir.raft(), *name), bytes).unwrap();
+                }
+                let mut model = model.clone();
+                let (mut log, recovered) = dir.open_small();
+                assert_eq!(recovered, model, "{kept} segments left");
+                // What is left below the snapshot's index may linger; it holds only what it covers.
+                if index <= 30 && old.get(kept).is_none_or(|&(next, _)| next > index) {
+                    assert_eq!(dir.segments(), [index + 1], "{kept} segments left holding entry {index}");
+                }
+                persist(&mut log, &mut model, vec![append(index + 1..=index + 3, term)]);
+                drop(log);
+                assert_eq!(dir.open().1, model, "{kept} segments left");
+            }
+        }
     }
 
     #[test]
@@ -866,9 +990,9 @@ mod tests {
         let dir = TempDir::new("fallback");
         let (mut log, _) = dir.open();
         let mut model = Recovered::default();
-        persist(&mut log, &mut model, vec![append(1..=20, 1), snapshot(5)]);
+        persist(&mut log, &mut model, vec![append(1..=20, 1), snapshot(5, 1)]);
         let older = fs::read(snapshot_path(&dir.raft(), 5)).unwrap();
-        persist(&mut log, &mut model, vec![snapshot(10)]);
+        persist(&mut log, &mut model, vec![snapshot(10, 1)]);
         drop(log);
         // As if a crash came between writing snapshot 10 and deleting snapshot 5.
         fs::write(snapshot_path(&dir.raft(), 5), older).unwrap();
@@ -877,8 +1001,8 @@ mod tests {
 
         let (_, recovered) = dir.open();
         let mut expected = Recovered::default();
-        expected.absorb(append(1..=20, 1));
-        expected.absorb(snapshot(5));
+        disk::apply(&mut expected, append(1..=20, 1));
+        disk::apply(&mut expected, snapshot(5, 1));
         assert_eq!(recovered, expected);
         assert_eq!(dir.snapshots(), [5], "the corrupt snapshot is deleted");
     }
@@ -888,7 +1012,7 @@ mod tests {
         let dir = TempDir::new("fallback-log");
         let (mut log, _) = dir.open();
         let mut model = Recovered::default();
-        persist(&mut log, &mut model, vec![append(1..=20, 1), snapshot(10)]);
+        persist(&mut log, &mut model, vec![append(1..=20, 1), snapshot(10, 1)]);
         drop(log);
         flip_byte(&snapshot_path(&dir.raft(), 10), 20);
 
@@ -901,7 +1025,7 @@ mod tests {
     fn a_corrupt_snapshot_without_the_log_behind_it_is_an_error() {
         let dir = TempDir::new("lost-compacted");
         let (mut log, _) = dir.open_small();
-        persist(&mut log, &mut Recovered::default(), vec![append(1..=40, 1), snapshot(30)]);
+        persist(&mut log, &mut Recovered::default(), vec![append(1..=40, 1), snapshot(30, 1)]);
         drop(log);
         let path = snapshot_path(&dir.raft(), 30);
         flip_byte(&path, 40);
@@ -913,7 +1037,7 @@ mod tests {
         // A snapshot installed past an empty log: nothing at all covers it.
         let dir = TempDir::new("lost-installed");
         let (mut log, _) = dir.open();
-        persist(&mut log, &mut Recovered::default(), vec![snapshot(100)]);
+        persist(&mut log, &mut Recovered::default(), vec![snapshot(100, 1)]);
         drop(log);
         flip_byte(&snapshot_path(&dir.raft(), 100), 0);
         let err = DiskLog::open(&dir.0).err().expect("snapshot 100 is lost");
@@ -939,8 +1063,13 @@ mod tests {
 
         let dir = TempDir::new("refused-covered");
         let (mut log, _) = dir.open();
-        let err = log.persist(&[snapshot(10), append(10..=11, 1)]).unwrap_err();
+        let err = log.persist(&[snapshot(10, 1), append(10..=11, 1)]).unwrap_err();
         assert!(matches!(err, DiskError::BeforeSnapshot { first: 10, snapshot: 10, .. }), "{err}");
+
+        let dir = TempDir::new("refused-same-snapshot");
+        let (mut log, _) = dir.open();
+        let err = log.persist(&[append(1..=3, 1), snapshot(2, 1), snapshot(2, 1)]).unwrap_err();
+        assert!(matches!(err, DiskError::SnapshotRegress { index: 2, current: 2, .. }), "{err}");
     }
 
     fn spawn_collecting(log: DiskLog) -> (DiskHandle, mpsc::Receiver<(PersistToken, bool)>) {
@@ -994,9 +1123,11 @@ mod tests {
             term: u64,
             vote: bool,
         },
-        /// A snapshot somewhere from the current one to a little past the log's end.
+        /// A snapshot somewhere after the current one up to a little past the log's end, with
+        /// `term`, or else the term of the log's entry there: the log may or may not continue it.
         Snapshot {
             at: u64,
+            term: Option<u64>,
         },
     }
 
@@ -1004,7 +1135,7 @@ mod tests {
         prop_oneof![
             4 => (0..6u64, 1..6u64, 1..5u64).prop_map(|(back, count, term)| Step::Append { back, count, term }),
             1 => (1..5u64, any::<bool>()).prop_map(|(term, vote)| Step::HardState { term, vote }),
-            1 => (0..64u64).prop_map(|at| Step::Snapshot { at }),
+            1 => (0..64u64, prop::option::of(1..6u64)).prop_map(|(at, term)| Step::Snapshot { at, term }),
         ]
     }
 
@@ -1019,9 +1150,10 @@ mod tests {
             Step::HardState { term, vote } => {
                 PersistOp::HardState { term: Term(term), voted_for: vote.then(|| format!("n{term}")) }
             }
-            Step::Snapshot { at } => {
-                let lowest = snap.max(1);
-                snapshot(lowest + at % (last + 4 - lowest))
+            Step::Snapshot { at, term } => {
+                let index = snap + 1 + at % (last + 3 - snap);
+                let logged = model.entries.iter().find(|e| e.index.0 == index).map(|e| e.term.0);
+                snapshot(index, term.or(logged).unwrap_or(1))
             }
         }
     }
@@ -1040,7 +1172,8 @@ mod tests {
                 let mut batch = Vec::new();
                 for step in steps {
                     batch.push(op_for(step, &model));
-                    model.absorb(op_for(step, &model));
+                    let op = op_for(step, &model);
+                    disk::apply(&mut model, op);
                 }
                 log.persist(&batch).unwrap();
                 if *reopen {

@@ -445,6 +445,7 @@ mod tests {
             Node::new(config(), [7; 32]).unwrap(),
             std::time::Instant::now(),
             crate::host::Storage::Memory,
+            "127.0.0.1:8300".into(),
         );
         tokio::spawn(host.run());
         register(&node, "n-db", "10.0.0.1", "db", 5432).await;
@@ -737,6 +738,7 @@ mod tests {
             Node::new(config(), [7; 32]).unwrap(),
             std::time::Instant::now(),
             crate::host::Storage::Memory,
+            "127.0.0.1:8300".into(),
         );
         drop(host);
         node

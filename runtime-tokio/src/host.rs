@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 
 use crate::checks;
 use crate::disk::{self, DiskHandle, DiskLog};
+use crate::rpc::{Delivery, Transport};
 
 /// Messages IO tasks send to the host loop.
 enum HostMsg {
@@ -98,11 +99,16 @@ pub struct Host {
     /// The run in flight per check, so a cancel can stop it.
     runs: HashMap<String, (RunId, AbortHandle)>,
     deadline: Option<Instant>,
+    transport: Transport,
+    deliveries: mpsc::UnboundedReceiver<Delivery>,
+    delivery_tx: mpsc::UnboundedSender<Delivery>,
 }
 
 impl Host {
-    /// Wraps a node; `epoch` is the instant the node's `Time(0)` stands for.
-    pub fn new(node: Node, epoch: Instant, storage: Storage) -> (Host, NodeHandle) {
+    /// Wraps a node; `epoch` is the instant the node's `Time(0)` stands for. `me` is the
+    /// node's server address, which peers know it by.
+    pub fn new(node: Node, epoch: Instant, storage: Storage, me: String) -> (Host, NodeHandle) {
+        let (delivery_tx, deliveries) = mpsc::unbounded_channel();
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = NodeHandle { tx: tx.clone() };
         let persister = match storage {
@@ -124,8 +130,16 @@ impl Host {
             waiting: HashMap::new(),
             runs: HashMap::new(),
             deadline: None,
+            transport: Transport::new(me, delivery_tx.clone()),
+            deliveries,
+            delivery_tx,
         };
         (host, handle)
+    }
+
+    /// Where the server-port listener hands what peers send.
+    pub fn deliveries(&self) -> mpsc::UnboundedSender<Delivery> {
+        self.delivery_tx.clone()
     }
 
     fn now(&self) -> Time {
@@ -166,6 +180,10 @@ impl Host {
                         }
                         return Ok(());
                     }
+                },
+                Some(d) = self.deliveries.recv() => match d {
+                    Delivery::Received { from, msg } => Input::Peer { from, msg },
+                    Delivery::Undelivered { to, msg } => Input::Undelivered { to, msg },
                 },
                 () = sleep => {
                     self.deadline = None;
@@ -214,6 +232,7 @@ impl Host {
                             h.abort();
                         }
                     }
+                    Effect::Send { to, msg } => self.transport.send(to, msg),
                     Effect::Emit(event) => log_event(&event)?,
                 }
             }

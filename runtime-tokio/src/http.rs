@@ -201,6 +201,8 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/agent/check/update/", &[Method::PUT, Method::POST]),
     ("/v1/agent/maintenance", &[Method::PUT, Method::POST]),
     ("/v1/status/leader", &[Method::GET]),
+    ("/v1/operator/raft/configuration", &[Method::GET]),
+    ("/v1/operator/raft/peer", &[Method::DELETE]),
     ("/v1/status/peers", &[Method::GET]),
 ];
 
@@ -480,6 +482,15 @@ fn build(
         "/v1/status/peers" => {
             check_dc(q, opts)?;
             ApiRequest::StatusPeers
+        }
+        "/v1/operator/raft/configuration" => {
+            check_dc(q, opts)?;
+            ApiRequest::OperatorRaftConfiguration
+        }
+        "/v1/operator/raft/peer" => {
+            check_dc(q, opts)?;
+            let get = |k: &str| q.get(k).map(str::to_string);
+            ApiRequest::OperatorRaftRemovePeer { address: get("address"), id: get("id") }
         }
         other => return Err(err(404, format!("Invalid URL path: {other} is not routed"))),
     })

@@ -13,3 +13,4 @@ pub mod dns;
 pub mod filter;
 pub mod host;
 pub mod http;
+pub mod rpc;

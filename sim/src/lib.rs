@@ -29,6 +29,7 @@ use muster_core::fsm::kv::KvSetMode;
 use muster_core::ids::{Index, PersistToken, ReqId};
 use muster_core::io::{Effect, Input, PersistOp, Recovered};
 use muster_core::node::{Config, Node};
+use muster_core::raft::disk;
 use muster_core::time::{Duration, Time};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -352,7 +353,7 @@ impl World {
     /// A persist reached the disk.
     fn durable(&mut self, token: PersistToken) {
         if let Some(op) = self.writing.remove(&token.0) {
-            self.disk.absorb(op);
+            disk::apply(&mut self.disk, op);
         }
     }
 
@@ -395,6 +396,9 @@ impl World {
                 Effect::Respond { id, resp } => self.answered(id, resp)?,
                 Effect::RunCheck { .. } | Effect::CancelCheck { .. } => {
                     return Err(self.fail("the workload registers only TTL checks, yet a probe ran".into()));
+                }
+                Effect::Send { to, .. } => {
+                    return Err(self.fail(format!("a lone server sent a message to {to}")));
                 }
                 Effect::Emit(e) => self.record(format!("{} emit {e:?}", self.now)),
             }

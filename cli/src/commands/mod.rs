@@ -1,5 +1,5 @@
 //! The client-side CLI commands (`members`, `kv`, `catalog`, `services`,
-//! `info`, `version`) and what they share.
+//! `info`, `operator`, `version`) and what they share.
 //!
 //! Owns: the command-line shape of each command (clap `Args`), the HTTP flags
 //! every agent-facing command accepts, and Consul's output formats. Each
@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod info;
 pub mod kv;
 pub mod members;
+pub mod operator;
 pub mod services;
 
 use std::io::{self, Read as _, Write as _};
@@ -48,6 +49,11 @@ pub enum Command {
     },
     /// Provides debugging information for operators
     Info(info::InfoArgs),
+    /// Provides cluster-level tools for operators
+    Operator {
+        #[command(subcommand)]
+        command: operator::OperatorCommand,
+    },
     /// Prints the muster version
     Version,
 }
@@ -60,6 +66,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Catalog { command } => catalog::run(command).await.map(|()| ExitCode::SUCCESS),
         Command::Services { command } => services::run(command).await.map(|()| ExitCode::SUCCESS),
         Command::Info(args) => info::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Operator { command } => operator::run(command).await.map(|()| ExitCode::SUCCESS),
         Command::Version => emit(info::version_text().as_bytes()).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -151,6 +151,12 @@ pub enum ApiRequest {
     },
     StatusLeader,
     StatusPeers,
+    OperatorRaftConfiguration,
+    /// `DELETE /v1/operator/raft/peer?address=` or `?id=`.
+    OperatorRaftRemovePeer {
+        address: Option<String>,
+        id: Option<String>,
+    },
     Dns(DnsQuestion),
 }
 

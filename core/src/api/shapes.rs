@@ -31,6 +31,29 @@ pub enum Reply {
     AgentChecks(BTreeMap<String, HealthCheck>),
     Members(Vec<Member>),
     AgentSelf(Box<AgentSelf>),
+    RaftConfiguration(RaftConfiguration),
+}
+
+/// `GET /v1/operator/raft/configuration`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftConfiguration {
+    pub servers: Vec<RaftServer>,
+    /// Always 0, as in current Consul; clients rely on it.
+    pub index: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftServer {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub leader: bool,
+    pub protocol_version: String,
+    pub voter: bool,
+    pub last_index: u64,
 }
 
 /// A KV entry as `GET /v1/kv` shows it.

@@ -5,6 +5,8 @@
 //! are applied, parks blocking reads until what they watch changes, and keeps the catalog in
 //! step with the agent's local state. Never performs IO: everything leaves as an `Effect`.
 
+mod consensus;
+
 use std::collections::BTreeMap;
 
 use crate::agent::{
@@ -18,13 +20,15 @@ use crate::api::shapes::{AgentSelf, AgentSelfConfig, AgentService, Coord, Member
 use crate::api::{ApiError, ApiRequest, ApiResponse, Body};
 use crate::checks::Scheduler;
 use crate::fsm::catalog::{Deregistration, Health, HealthCheck, NodeService, Registration, Weights};
-use crate::fsm::{fnv1a, Command, Outcome, State};
-use crate::ids::{Index, ReqId, Term};
-use crate::io::{Effect, Event, Input, PersistOp, Recovered};
-use crate::raft::{Entry, Raft};
+use crate::fsm::{fnv1a, Command, State};
+use crate::ids::{Index, ReqId};
+use crate::io::{Effect, Event, Input, Recovered};
+use crate::raft::{RaftInput, Replica, ReplicaConfig};
 use crate::rng::{Rng, Stream};
+use crate::rpc::Work;
 use crate::server::{self, Parked};
 use crate::time::{Duration, Time};
+use consensus::{Cluster, Waiter};
 
 /// The Consul release whose HTTP API muster speaks; clients branch on `Config.Version`.
 pub const CONSUL_API_VERSION: &str = "1.22.0";
@@ -67,6 +71,16 @@ pub struct Config {
     /// Write a state-machine snapshot after this many applied entries, so the durable log
     /// can be compacted.
     pub snapshot_threshold: u64,
+    /// Followers campaign after hearing nothing from a leader for a random time in
+    /// [T, 2T); leaders send heartbeats every `raft_heartbeat`.
+    pub raft_election_timeout: Duration,
+    pub raft_heartbeat: Duration,
+    /// `-bootstrap-expect`: form a cluster once this many servers know each other (0: off).
+    pub bootstrap_expect: u32,
+    /// `-retry-join`: other servers' ids (`host:port` of their server port) to say hello to.
+    pub retry_join: Vec<String>,
+    /// How long a request waits for a leader (Consul's `rpc_hold_timeout`).
+    pub rpc_hold_timeout: Duration,
     /// Services and checks from config files.
     pub services: Vec<ServiceDef>,
     pub checks: Vec<CheckDef>,
@@ -94,6 +108,11 @@ impl Config {
             debug_config: BTreeMap::new(),
             host_stats: BTreeMap::new(),
             snapshot_threshold: 8192,
+            raft_election_timeout: Duration::from_secs(1),
+            raft_heartbeat: Duration::from_millis(150),
+            bootstrap_expect: 0,
+            retry_join: vec![],
+            rpc_hold_timeout: Duration::from_secs(7),
             services: vec![],
             checks: vec![],
         }
@@ -109,32 +128,32 @@ pub enum ConfigError {
     Check { name: String, err: DefError },
     #[error("the recovered snapshot does not decode: {0}")]
     Snapshot(String),
-    #[error("the recovered log does not follow the snapshot: entry {found} where {expected} was due")]
-    LogGap { expected: u64, found: u64 },
+    #[error("the recovered log is unusable: {0}")]
+    Log(#[from] crate::raft::RecoverError),
+    #[error("invalid Raft timing: {0}")]
+    Timing(#[from] crate::raft::ConfigError),
 }
 
 /// A config-file registration: a service with its checks, or a lone node check.
 type Startup = (Option<NodeService>, Vec<BuiltCheck>);
 
-/// A write waiting for its log entry to apply.
-#[derive(Debug)]
-enum Pending {
-    /// Answer with the apply outcome (`true`/`false`, or the error).
-    Outcome(ReqId),
-    /// Answer 200 with no body (agent endpoints, once their sync is applied).
-    Empty(ReqId),
-}
-
 pub struct Node {
     cfg: Config,
-    raft: Raft,
+    /// This server's Raft id: its advertised server address, `host:port`.
+    id: String,
+    raft: Replica,
+    cluster: Cluster,
     state: State,
     agent: Agent,
     scheduler: Scheduler,
     /// Config-file registrations, validated at construction, registered at the first step.
     startup: Vec<Startup>,
-    pending: BTreeMap<Index, Vec<Pending>>,
     parked: Vec<Parked>,
+    /// One agent sync at a time: until it is applied the catalog cannot show it, and a
+    /// second sync would send the same commands again.
+    syncing: bool,
+    /// Agent endpoints that answer once the next sync is applied.
+    sync_waiters: Vec<ReqId>,
     blocking_rng: Rng,
     dns_rng: Rng,
     ae_rng: Rng,
@@ -150,53 +169,54 @@ pub struct Node {
 impl Node {
     /// Builds a node, refusing invalid config-file services and checks.
     pub fn new(cfg: Config, seed: [u8; 32]) -> Result<Node, ConfigError> {
+        Node::recover(cfg, seed, Recovered::default())
+    }
+
+    /// Rebuilds a node from what its host read back from disk: the state from the snapshot;
+    /// the logged entries after it apply again as they commit.
+    pub fn recover(cfg: Config, seed: [u8; 32], disk: Recovered) -> Result<Node, ConfigError> {
         let startup = validate_definitions(&cfg)?;
+        let id = format!("{}:{}", cfg.node.address, cfg.ports.server);
+        let rcfg = ReplicaConfig {
+            election_timeout: cfg.raft_election_timeout,
+            heartbeat_interval: cfg.raft_heartbeat,
+            max_clock_drift: cfg.raft_election_timeout / 10,
+            ..ReplicaConfig::new(id.clone(), vec![])
+        };
+        rcfg.validate()?;
+        let raft = Replica::recover(rcfg, seed, disk)?;
+        let mut state = State::default();
+        let mut snapshot_index = Index::ZERO;
+        if let Some((index, data)) = raft.snapshot_state() {
+            state = postcard::from_bytes(&data).map_err(|e| ConfigError::Snapshot(e.to_string()))?;
+            if state.applied() != index {
+                let held = state.applied();
+                return Err(ConfigError::Snapshot(format!("it holds index {held:?}, not {index:?}")));
+            }
+            snapshot_index = index;
+        }
         Ok(Node {
-            raft: Raft::single_voter(),
-            state: State::default(),
+            id,
+            raft,
+            cluster: Cluster::default(),
+            state,
             agent: Agent::new(cfg.node.clone(), cfg.check_update_interval),
             scheduler: Scheduler::new(Rng::new(seed, Stream::Checks)),
             startup,
-            pending: BTreeMap::new(),
             parked: Vec::new(),
+            syncing: false,
+            sync_waiters: Vec::new(),
             blocking_rng: Rng::new(seed, Stream::Blocking),
             dns_rng: Rng::new(seed, Stream::Dns),
             ae_rng: Rng::new(seed, Stream::AntiEntropy),
             next_full_sync: Time::ZERO,
             armed: None,
-            snapshot_index: Index::ZERO,
+            snapshot_index,
             now: Time::ZERO,
             started: false,
             failed: None,
             cfg,
         })
-    }
-
-    /// Rebuilds a node from what its host read back from disk: the snapshot's state, then
-    /// every logged entry after it, applied in order.
-    pub fn recover(cfg: Config, seed: [u8; 32], disk: Recovered) -> Result<Node, ConfigError> {
-        let mut node = Node::new(cfg, seed)?;
-        let (mut last, mut term) = (Index::ZERO, Term(0));
-        if let Some((index, snap_term, data)) = disk.snapshot {
-            node.state = postcard::from_bytes(&data).map_err(|e| ConfigError::Snapshot(e.to_string()))?;
-            if node.state.applied() != index {
-                return Err(ConfigError::Snapshot(format!(
-                    "it holds index {:?}, not {index:?}",
-                    node.state.applied()
-                )));
-            }
-            (last, term, node.snapshot_index) = (index, snap_term, index);
-        }
-        for e in &disk.entries {
-            if e.index != last.next() {
-                return Err(ConfigError::LogGap { expected: last.next().0, found: e.index.0 });
-            }
-            node.state.apply(e.index, &e.command);
-            (last, term) = (e.index, e.term);
-        }
-        let term = disk.hard_state.map_or(term, |(t, _)| t.max(term));
-        node.raft = Raft::recover(term, last);
-        Ok(node)
     }
 
     /// Read-only view for tests and checkers; never feeds behaviour.
@@ -225,18 +245,16 @@ impl Node {
             self.start(now, out);
         }
         match input {
-            Input::Tick => {}
+            Input::Tick => self.drive(RaftInput::Tick, out),
             Input::Request { id, req } => self.request(now, id, req, out),
             Input::CheckResult { check, run, status, output } => {
                 if let Some(v) = self.scheduler.on_result(&check, run, status, output, now) {
                     self.publish(&v.check, v.status, &v.output, now, out);
                 }
             }
-            Input::Persisted { token } => {
-                for entry in self.raft.persisted(token) {
-                    self.apply(&entry, out);
-                }
-            }
+            Input::Persisted { token } => self.drive(RaftInput::Persisted { token }, out),
+            Input::Peer { from, msg } => self.on_peer(from, msg, out),
+            Input::Undelivered { msg, .. } => self.undelivered(msg),
             Input::PersistFailed { token } => {
                 let reason = format!("persist {} failed; refusing to continue without durability", token.0);
                 out.push(Effect::Emit(Event::Failed { reason: reason.clone() }));
@@ -248,18 +266,25 @@ impl Node {
                 return;
             }
         }
+        self.settle(out);
         self.poll(now, out);
         self.sync(now, false, out);
+        self.settle(out);
         self.arm(out);
     }
 
-    /// First step: lead the single-voter log, write this node's own catalog entry (what the
-    /// leader's membership reconcile does), and start the config-file registrations.
+    /// First step: bootstrap a lone server (`-dev`, `-bootstrap`; ignored once a log
+    /// exists), write this node's own catalog entry (what the leader's membership reconcile
+    /// does), and start the config-file registrations.
     fn start(&mut self, now: Time, out: &mut Vec<Effect>) {
         self.started = true;
-        self.raft.campaign(out);
+        if self.cfg.bootstrap {
+            self.drive(RaftInput::Bootstrap { voters: vec![self.id.clone()] }, out);
+        } else {
+            self.drive(RaftInput::Tick, out);
+        }
         let reconcile = self.reconcile_self();
-        self.raft.propose(reconcile, out);
+        self.submit(Work::Commands(vec![reconcile]), None, out);
         for (svc, checks) in std::mem::take(&mut self.startup) {
             if let Some(svc) = svc {
                 self.agent.add_service(svc);
@@ -309,36 +334,6 @@ impl Node {
         }))
     }
 
-    fn apply(&mut self, entry: &Entry, out: &mut Vec<Effect>) {
-        let (index, cmd) = (entry.index, &entry.command);
-        let applied = self.state.apply(index, cmd);
-        out.push(Effect::Emit(Event::Applied { index }));
-        if index.0 - self.snapshot_index.0 >= self.cfg.snapshot_threshold {
-            self.snapshot_index = index;
-            let data = postcard::to_allocvec(&self.state).expect("the state always encodes");
-            let token = self.raft.next_persist_token();
-            out.push(Effect::Persist {
-                token,
-                // The snapshot's term is its last entry's, so a disk sees the log continue it.
-                op: PersistOp::Snapshot { index, term: entry.term, data },
-            });
-        }
-        // Writes wait at the exact index of their (last) entry, and indexes apply one by one.
-        for p in self.pending.remove(&index).unwrap_or_default() {
-            let (id, resp) = match p {
-                Pending::Empty(id) => (id, ApiResponse::empty()),
-                Pending::Outcome(id) => (id, outcome_response(&applied.outcome)),
-            };
-            out.push(Effect::Respond { id, resp });
-        }
-        let (woken, still): (Vec<Parked>, Vec<Parked>) =
-            std::mem::take(&mut self.parked).into_iter().partition(|p| p.watch.woken_by(&applied.touched));
-        self.parked = still;
-        for p in woken {
-            self.read(p.id, p.req, Some(p.deadline), out);
-        }
-    }
-
     /// Runs due timers: check runs and TTL expiries, reaping, blocking-read deadlines.
     fn poll(&mut self, now: Time, out: &mut Vec<Effect>) {
         for v in self.scheduler.poll(now, out) {
@@ -359,23 +354,37 @@ impl Node {
         for p in expired {
             if let Some(r) = server::read(&self.state, &p.req) {
                 let q = server::query_opts(&p.req).unwrap_or_default();
-                out.push(Effect::Respond { id: p.id, resp: server::finish(r, &q) });
+                out.push(Effect::Respond { id: p.id, resp: server::finish(r, &q, self.contact()) });
             }
         }
+        self.poll_cluster(now, out);
         if now >= self.next_full_sync {
-            self.sync(now, true, out);
-            let jitter = self.ae_rng.below(self.cfg.ae_interval.as_nanos() as u64);
-            self.next_full_sync = now + self.cfg.ae_interval + Duration::from_nanos(jitter);
+            if self.sync(now, true, out) {
+                let jitter = self.ae_rng.below(self.cfg.ae_interval.as_nanos() as u64);
+                self.next_full_sync = now + self.cfg.ae_interval + Duration::from_nanos(jitter);
+            } else {
+                // A sync is still on its way; compare once it has landed.
+                self.next_full_sync = now + Duration::from_secs(1);
+            }
         }
     }
 
-    /// Proposes what the agent's local state needs the catalog to learn; returns the index
-    /// the last command will have, if any. A full sync waits until nothing is in flight, so
-    /// it compares against a catalog that has caught up with earlier syncs.
-    fn sync(&mut self, now: Time, full: bool, out: &mut Vec<Effect>) -> Option<Index> {
-        let full = full && self.raft.last_index() == self.raft.commit_index();
+    /// Submits what the agent's local state needs the catalog to learn, unless a sync is
+    /// still on its way (so a full sync compares against a catalog that has caught up);
+    /// agent endpoints waiting for it are answered once it is applied. Returns whether it ran.
+    fn sync(&mut self, now: Time, full: bool, out: &mut Vec<Effect>) -> bool {
+        if self.syncing {
+            return false;
+        }
         let cmds = self.agent.sync(&self.state.catalog, full, now);
-        (!cmds.is_empty()).then(|| self.raft.propose_batch(cmds, out))
+        let waiters = std::mem::take(&mut self.sync_waiters);
+        if cmds.is_empty() {
+            out.extend(waiters.into_iter().map(|id| Effect::Respond { id, resp: ApiResponse::empty() }));
+            return true;
+        }
+        self.syncing = true;
+        self.submit(Work::Commands(cmds), Some(Waiter::Synced(waiters)), out);
+        true
     }
 
     /// Asks for one wakeup at the earliest deadline, if it changed.
@@ -385,10 +394,17 @@ impl Node {
             self.agent.next_deadline(),
             self.parked.iter().map(|p| p.deadline).min(),
             Some(self.next_full_sync),
+            self.cluster.next_deadline(self.raft.leader().is_some(), !self.cfg.retry_join.is_empty()),
         ]
         .into_iter()
         .flatten()
+        // Whatever was due has run in this step; a deadline left behind must not spin the host.
+        .filter(|t| *t > self.now)
         .min();
+        // The host forgets a timer once it fires, so a due one is re-armed even if unchanged.
+        if self.armed.is_some_and(|a| a <= self.now) {
+            self.armed = None;
+        }
         if let Some(at) = next.filter(|t| Some(*t) != self.armed) {
             self.armed = Some(at);
             out.push(Effect::SetTimer { at });
@@ -421,15 +437,12 @@ impl Node {
 
     /// Answers once the sync of an agent change is applied (at once when nothing changed).
     fn respond_after_sync(&mut self, id: ReqId, now: Time, out: &mut Vec<Effect>) {
-        match self.sync(now, false, out) {
-            Some(index) => self.pending.entry(index).or_default().push(Pending::Empty(id)),
-            None => self.respond(id, ApiResponse::empty(), out),
-        }
+        self.sync_waiters.push(id);
+        self.sync(now, false, out);
     }
 
     fn propose_write(&mut self, id: ReqId, cmd: Command, out: &mut Vec<Effect>) {
-        let index = self.raft.propose(cmd, out);
-        self.pending.entry(index).or_default().push(Pending::Outcome(id));
+        self.submit(Work::Commands(vec![cmd]), Some(Waiter::Outcome(id)), out);
     }
 
     /// Runs a state-store read, parking it when it blocks and nothing newer exists.
@@ -440,7 +453,7 @@ impl Node {
             return;
         };
         if q.min_index == Index::ZERO || r.index > q.min_index {
-            self.respond(id, server::finish(r, &q), out);
+            self.respond(id, server::finish(r, &q, self.contact()), out);
             return;
         }
         let deadline = deadline.unwrap_or_else(|| {
@@ -457,13 +470,16 @@ impl Node {
     }
 
     fn request(&mut self, now: Time, id: ReqId, req: ApiRequest, out: &mut Vec<Effect>) {
-        if server::query_opts(&req).is_some() {
+        if let Some(q) = server::query_opts(&req) {
             if let ApiRequest::KvGet { key, read: crate::api::KvRead::Entry { .. }, .. } = &req {
                 if key.is_empty() {
                     return self.respond(id, ApiResponse::error(400, "Missing key name"), out);
                 }
             }
-            return self.read(id, req, None, out);
+            if q.consistency == crate::api::Consistency::Stale {
+                return self.read(id, req, None, out);
+            }
+            return self.linearizable_read(id, req, out);
         }
         match req {
             ApiRequest::KvPut { key, value, flags, mode } => match validate_key(&key) {
@@ -490,10 +506,22 @@ impl Node {
                 out,
             ),
             ApiRequest::StatusLeader => {
-                self.respond(id, ApiResponse::json(Reply::Str(self.server_addr())), out)
+                let leader = self.raft.leader().unwrap_or_default().to_string();
+                self.respond(id, ApiResponse::json(Reply::Str(leader)), out)
             }
             ApiRequest::StatusPeers => {
-                self.respond(id, ApiResponse::json(Reply::Strings(vec![self.server_addr()])), out)
+                let voters = self.raft.membership().voters.iter().cloned().collect();
+                self.respond(id, ApiResponse::json(Reply::Strings(voters)), out)
+            }
+            ApiRequest::OperatorRaftConfiguration => {
+                let reply = Reply::RaftConfiguration(self.raft_configuration());
+                self.respond(id, ApiResponse::json(reply), out)
+            }
+            ApiRequest::OperatorRaftRemovePeer { address, id: peer_id } => {
+                match self.peer_to_remove(address, peer_id) {
+                    Ok(peer) => self.submit(Work::RemovePeer(peer), Some(Waiter::Empty(id)), out),
+                    Err(e) => self.respond(id, e.into(), out),
+                }
             }
             ApiRequest::AgentSelf => {
                 self.respond(id, ApiResponse::json(Reply::AgentSelf(Box::new(self.agent_self()))), out)
@@ -712,10 +740,6 @@ impl Node {
         Ok(Registration { node, skip_node_update: def.skip_node_update, service, checks })
     }
 
-    fn server_addr(&self) -> String {
-        format!("{}:{}", self.cfg.node.address, self.cfg.ports.server)
-    }
-
     fn member(&self) -> Member {
         let c = &self.cfg;
         let mut tags = BTreeMap::from([
@@ -762,7 +786,8 @@ impl Node {
         let s = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
             pairs.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect()
         };
-        let leader = self.raft.is_leader();
+        let leader = self.is_leader();
+        let raft = self.raft.debug_state();
         let mut stats = BTreeMap::new();
         stats.insert(
             "agent".into(),
@@ -789,7 +814,7 @@ impl Node {
                 ("bootstrap", c.bootstrap.to_string()),
                 ("known_datacenters", "1".into()),
                 ("leader", leader.to_string()),
-                ("leader_addr", if leader { self.server_addr() } else { String::new() }),
+                ("leader_addr", self.raft.leader().unwrap_or_default().to_string()),
                 ("server", c.server.to_string()),
             ]),
         );
@@ -797,11 +822,13 @@ impl Node {
             "raft".into(),
             s(&[
                 ("applied_index", self.state.applied().0.to_string()),
-                ("commit_index", self.raft.commit_index().0.to_string()),
-                ("last_log_index", self.raft.last_index().0.to_string()),
-                ("num_peers", "0".into()),
-                ("state", if leader { "Leader" } else { "Follower" }.into()),
-                ("term", self.raft.term().0.to_string()),
+                ("commit_index", raft.commit.0.to_string()),
+                ("last_log_index", raft.last_index.0.to_string()),
+                ("last_log_term", raft.last_term.0.to_string()),
+                ("last_snapshot_index", raft.snapshot_index.0.to_string()),
+                ("num_peers", raft.voters.len().saturating_sub(1).to_string()),
+                ("state", format!("{:?}", raft.role)),
+                ("term", raft.term.0.to_string()),
             ]),
         );
         stats.insert("runtime".into(), c.host_stats.clone());
@@ -864,14 +891,6 @@ fn deregistration(def: CatalogDeregisterDef) -> Result<Deregistration, ApiError>
     })
 }
 
-fn outcome_response(o: &Outcome) -> ApiResponse {
-    match o {
-        Outcome::Bool(b) => ApiResponse::json(Reply::Bool(*b)),
-        Outcome::Kv(e) => ApiResponse::error(500, e.to_string()),
-        Outcome::Catalog(e) => ApiResponse::error(500, e.to_string()),
-    }
-}
-
 /// Keys that could be read as paths upward, or that carry stray whitespace, are refused
 /// (Consul's CVE-2025-11392 rule).
 fn validate_key(key: &str) -> Result<(), ApiError> {
@@ -902,3 +921,6 @@ fn truncate_output(s: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cluster_tests;

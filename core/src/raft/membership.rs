@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use super::replica::RaftOutput;
 use super::replica::{ProposeError, Replica};
+use super::Entry;
 use crate::fsm::Command;
-use crate::ids::Index;
+use crate::ids::{Index, Term};
 
 /// A configuration: the voters, whose majorities elect and commit, and the non-voters, which
 /// only receive the log.
@@ -212,6 +213,23 @@ impl Replica {
         }
         let next = self.configs.current().changed(change)?;
         Ok(self.leader_append(next.to_command(), out))
+    }
+
+    /// Writes the first configuration as entry 1 of term 1. Every server that bootstraps
+    /// the same cluster writes the identical entry, so their logs match from the start.
+    pub(super) fn bootstrap(&mut self, voters: Vec<String>, out: &mut Vec<RaftOutput>) {
+        let fresh = self.term == Term(0) && self.log.last_index() == Index::ZERO && self.snapshot.is_none();
+        if !fresh || voters.is_empty() {
+            return;
+        }
+        self.term = Term(1);
+        self.persist_hard_state(out);
+        let m = Membership::of_voters(voters);
+        let entry = Entry { term: Term(1), index: Index(1), command: m.to_command() };
+        self.append_local(&[entry], true, out);
+        if m.voters.len() == 1 && m.is_voter(&self.cfg.id) {
+            self.start_prevote(out);
+        }
     }
 
     /// Promotes one non-voter whose log has reached the commit index, if a change may start.

@@ -141,6 +141,11 @@ pub enum RaftInput {
         index: Index,
         data: Vec<u8>,
     },
+    /// Start a new cluster with these voters. Ignored unless the replica has never held any
+    /// state, so a restarted server never bootstraps twice.
+    Bootstrap {
+        voters: Vec<String>,
+    },
 }
 
 /// What the caller must do, in order.
@@ -357,6 +362,7 @@ impl Replica {
             }
             RaftInput::ReadIndex { ctx } => self.read_index(ctx, out),
             RaftInput::Snapshot { index, data } => self.take_snapshot(index, data, out),
+            RaftInput::Bootstrap { voters } => self.bootstrap(voters, out),
         }
         self.fire_timers(out);
         self.announce(out);
@@ -377,6 +383,26 @@ impl Replica {
             voters: m.voters.iter().cloned().collect(),
             non_voters: m.non_voters.iter().cloned().collect(),
         }
+    }
+
+    /// The leader this replica follows (itself when leading), if it knows one.
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
+    /// When this replica last heard from its leader (now, when it leads); `None` without a
+    /// leader. Stale reads report the age as `X-Consul-LastContact`.
+    pub fn leader_contact(&self) -> Option<Time> {
+        self.leader.as_ref()?;
+        if matches!(self.role, RoleState::Leader(_)) {
+            return Some(self.now);
+        }
+        Some(self.election.quiet_until - self.cfg.election_timeout)
+    }
+
+    /// The configuration in force (the latest appended one).
+    pub fn membership(&self) -> &Membership {
+        self.configs.current()
     }
 
     /// The term of the entry at `index` if the in-memory log holds it: a view for checkers.

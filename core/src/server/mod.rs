@@ -203,11 +203,12 @@ fn kv_read(state: &State, key: &str, read: &KvRead) -> ReadResult {
 }
 
 /// Attaches the standard read headers.
-pub fn finish(r: ReadResult, q: &QueryOpts) -> ApiResponse {
+/// `contact` is whether a leader is known and how long ago it was last heard from.
+pub fn finish(r: ReadResult, q: &QueryOpts, contact: (bool, u64)) -> ApiResponse {
     let meta = QueryMeta {
         index: r.index.max(Index(1)),
-        known_leader: true,
-        last_contact_ms: 0,
+        known_leader: contact.0,
+        last_contact_ms: contact.1,
         consistency: r.reports_consistency.then_some(q.consistency),
     };
     r.resp.with_meta(meta)
@@ -272,10 +273,10 @@ mod tests {
         };
         let r = read(&s, &req).unwrap();
         assert_eq!((r.resp.status, r.index), (404, Index(2)));
-        let resp = finish(r, &QueryOpts::default());
+        let resp = finish(r, &QueryOpts::default(), (true, 0));
         assert_eq!(resp.meta.unwrap().index, Index(2));
         let empty = read(&State::default(), &req).unwrap();
-        assert_eq!(finish(empty, &QueryOpts::default()).meta.unwrap().index, Index(1), "never 0");
+        assert_eq!(finish(empty, &QueryOpts::default(), (true, 0)).meta.unwrap().index, Index(1), "never 0");
     }
 
     #[test]

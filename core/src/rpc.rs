@@ -1,0 +1,217 @@
+//! Server-to-server messages and their wire frames.
+//!
+//! Owns the vocabulary servers speak on the server port (Raft messages, writes forwarded to
+//! the leader, read barriers, hellos for discovery) and the framing: a connection opens with
+//! a preamble naming the sender, then carries length-prefixed postcard frames. The decoder
+//! is incremental and refuses garbage and oversized frames with an error, so a host can
+//! drop the connection and keep serving. Never touches a socket.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsm::Command;
+use crate::ids::Index;
+use crate::raft::Message;
+
+/// A connection's first bytes, before the preamble frame.
+pub const MAGIC: &[u8; 4] = b"MSTR";
+/// The protocol version written after the magic; a mismatch closes the connection.
+pub const VERSION: u8 = 1;
+/// The largest frame accepted: room for a snapshot of a large catalog, small enough that a
+/// bogus length cannot make a server allocate without bound.
+pub const MAX_FRAME: usize = 256 << 20;
+
+/// What a forwarded write asks the leader to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Work {
+    /// Commit these commands, in order; the reply carries the last one's outcome.
+    Commands(Vec<Command>),
+    /// Add this server to the Raft configuration (as a non-voter, promoted once caught up).
+    AddPeer(String),
+    /// Remove this server from the Raft configuration.
+    RemovePeer(String),
+}
+
+/// One message between servers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum PeerMessage {
+    Raft(Message),
+    /// "I am a server": sent to `-retry-join` addresses and answered in kind, so servers
+    /// find each other for `-bootstrap-expect` and a leader adds newcomers.
+    Hello {
+        bootstrapped: bool,
+    },
+    /// A non-leader asks the leader to carry out `work`; answered by `Forwarded`.
+    Forward {
+        ctx: u64,
+        work: Work,
+    },
+    /// The leader applied the forwarded work at `index`; `Ok(b)` is the outcome Consul
+    /// returns as `true`/`false`, `Err` a reason for a 500.
+    Forwarded {
+        ctx: u64,
+        result: Result<(Index, bool), String>,
+    },
+    /// A non-leader asks for an index a linearizable read must wait for. `lease` lets the
+    /// leader answer from its lease instead of a quorum round.
+    ReadBarrier {
+        ctx: u64,
+        lease: bool,
+    },
+    /// The barrier index, or why there is none (no leader).
+    Barrier {
+        ctx: u64,
+        result: Result<Index, String>,
+    },
+}
+
+/// Why a connection's bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("not a muster server connection (bad magic)")]
+    BadMagic,
+    #[error("unsupported protocol version {0}")]
+    Version(u8),
+    #[error("frame of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("undecodable frame: {0}")]
+    Decode(String),
+}
+
+/// The bytes a connection starts with: magic, version, and a frame holding the sender's id.
+pub fn preamble(from: &str) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.push(VERSION);
+    out.extend(frame_bytes(&from.to_string()));
+    out
+}
+
+/// One length-prefixed postcard frame.
+pub fn encode(msg: &PeerMessage) -> Vec<u8> {
+    frame_bytes(msg)
+}
+
+fn frame_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+    let body = postcard::to_allocvec(value).expect("peer messages always encode");
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend((body.len() as u32).to_be_bytes());
+    out.extend(body);
+    out
+}
+
+/// Reassembles what arrives on one connection: the preamble first, then messages.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already decoded; dropped in bulk, not per frame.
+    used: usize,
+    /// The sender's id once the preamble has been read.
+    from: Option<String>,
+}
+
+impl Decoder {
+    /// Who the connection says it is from, once known.
+    pub fn from(&self) -> Option<&str> {
+        self.from.as_deref()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.used > 0 && self.used >= self.buf.len() / 2 {
+            self.buf.drain(..self.used);
+            self.used = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete message, `Ok(None)` when more bytes are needed. After an error
+    /// the connection is unusable.
+    pub fn next_message(&mut self) -> Result<Option<PeerMessage>, FrameError> {
+        if self.from.is_none() {
+            if self.buf.len() < MAGIC.len() + 1 {
+                return Ok(None);
+            }
+            if &self.buf[..4] != MAGIC {
+                return Err(FrameError::BadMagic);
+            }
+            if self.buf[4] != VERSION {
+                return Err(FrameError::Version(self.buf[4]));
+            }
+            let Some((from, used)) = take_frame::<String>(&self.buf[5..])? else { return Ok(None) };
+            self.used = 5 + used;
+            self.from = Some(from);
+        }
+        let Some((msg, used)) = take_frame::<PeerMessage>(&self.buf[self.used..])? else { return Ok(None) };
+        self.used += used;
+        Ok(Some(msg))
+    }
+}
+
+/// Decodes one frame from the front of `buf`, returning it and the bytes it used.
+fn take_frame<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(len) = buf.get(..4) else { return Ok(None) };
+    let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
+    let value = postcard::from_bytes(body).map_err(|e| FrameError::Decode(e.to_string()))?;
+    Ok(Some((value, 4 + len)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Term;
+    use proptest::prelude::*;
+
+    fn sample() -> Vec<PeerMessage> {
+        vec![
+            PeerMessage::Hello { bootstrapped: true },
+            PeerMessage::Raft(Message::PreVoteResp { term: Term(3), granted: true }),
+            PeerMessage::Forward { ctx: 7, work: Work::Commands(vec![Command::Noop]) },
+            PeerMessage::Forwarded { ctx: 7, result: Ok((Index(9), true)) },
+            PeerMessage::Barrier { ctx: 1, result: Err("No cluster leader".into()) },
+        ]
+    }
+
+    #[test]
+    fn frames_survive_any_split() {
+        let mut bytes = preamble("127.0.0.1:8300");
+        for m in sample() {
+            bytes.extend(encode(&m));
+        }
+        for chunk in [1, 3, 7, bytes.len()] {
+            let mut d = Decoder::default();
+            let mut got = vec![];
+            for piece in bytes.chunks(chunk) {
+                d.push(piece);
+                while let Some(m) = d.next_message().unwrap() {
+                    got.push(m);
+                }
+            }
+            assert_eq!(d.from(), Some("127.0.0.1:8300"));
+            assert_eq!(got, sample());
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_not_buffered_forever() {
+        let mut d = Decoder::default();
+        d.push(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(d.next_message(), Err(FrameError::BadMagic));
+        let mut d = Decoder::default();
+        d.push(&preamble("a"));
+        d.push(&u32::MAX.to_be_bytes());
+        assert!(matches!(d.next_message(), Err(FrameError::TooLarge(_))));
+        let mut d = Decoder::default();
+        d.push(&preamble("a"));
+        d.push(&[0, 0, 0, 2, 0xff, 0xff]);
+        assert!(matches!(d.next_message(), Err(FrameError::Decode(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            crate::fuzzing::rpc_frames(&bytes);
+        }
+    }
+}
