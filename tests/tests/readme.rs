@@ -1,5 +1,5 @@
-//! The README's walkthrough and `tests/walkthrough.sh` (which CI runs) must not drift apart:
-//! every command line of the walkthrough block appears verbatim in the script.
+//! The README's walkthrough and cluster blocks and the scripts CI runs (`tests/walkthrough.sh`,
+//! `tests/cluster.sh`) must not drift apart: every line of each block appears verbatim.
 
 #[test]
 fn walkthrough_script_runs_the_readme_commands_verbatim() {
@@ -22,4 +22,18 @@ fn walkthrough_script_runs_the_readme_commands_verbatim() {
         readme.contains("cargo run --release -p muster -- agent -dev")
             && readme.contains("cargo test --workspace")
     );
+}
+
+#[test]
+fn cluster_script_runs_the_readme_cluster_commands_verbatim() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let script = std::fs::read_to_string(root.join("tests/cluster.sh")).expect("cluster.sh");
+    let section = readme.split("## A three-server cluster").nth(1).expect("a cluster section");
+    let block = section.split("```sh").nth(1).and_then(|b| b.split("```").next()).expect("a sh block");
+    let lines: Vec<&str> = block.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    assert!(lines.len() >= 8, "the cluster block has its steps: {lines:?}");
+    for l in lines {
+        assert!(script.contains(l), "README line missing from tests/cluster.sh: {l}");
+    }
 }
