@@ -361,7 +361,13 @@ impl Replica {
             AppendResult::Matched { index } if index <= last => p.matched(index),
             AppendResult::Matched { .. } => {}
             AppendResult::Rejected { prev_index, .. } if p.takes_rejection(prev_index) => {
-                p.probe_from(repair_from.max(p.matched.next()));
+                let next = repair_from.max(p.matched.next());
+                // A rejection that moves nothing (a follower that lost entries it had
+                // acknowledged, or a duplicate) waits for the heartbeat's resend: answering
+                // every copy at once multiplies traffic on a duplicating network.
+                if next != p.next || !matches!(p.mode, Mode::Probe { .. }) {
+                    p.probe_from(next);
+                }
             }
             AppendResult::Rejected { .. } => {}
         }
