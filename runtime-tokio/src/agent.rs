@@ -211,8 +211,7 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
     })
 }
 
-/// The node ID kept in `<data_dir>/node-id`, made on first start, so a restarted agent is
-/// the same node.
+/// A server with no peers to expect or join: it can run without its server port.
 fn node_is_alone(cfg: &AgentConfig) -> bool {
     cfg.retry_join.is_empty() && cfg.bootstrap_expect <= 1
 }
@@ -230,6 +229,8 @@ fn server_id(join: &str, default_port: i32) -> Result<String, AgentError> {
     resolved.map(|a| a.to_string()).ok_or(AgentError::Address(join.to_string()))
 }
 
+/// The node ID kept in `<data_dir>/node-id`, made on first start, so a restarted agent is
+/// the same node.
 fn persistent_node_id(dir: &std::path::Path) -> Result<String, AgentError> {
     let path = dir.join("node-id");
     let io = |err: std::io::Error| AgentError::DataDir { path: path.display().to_string(), err };

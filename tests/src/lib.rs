@@ -47,6 +47,8 @@ pub fn free_port() -> u16 {
 /// A running `muster agent` process; killed when dropped.
 pub struct Agent {
     child: Child,
+    /// Every flag it was started with, ports included, so `restart` starts the same agent.
+    args: Vec<String>,
     pub http_port: u16,
     pub dns_port: u16,
     log: PathBuf,
@@ -62,24 +64,38 @@ impl Agent {
 
     /// `muster agent <args> -http-port P -dns-port D`, waiting until it answers HTTP.
     pub fn start(args: &[&str]) -> Agent {
-        let (http_port, dns_port) = (free_port(), free_port());
-        let log = std::env::temp_dir().join(format!("muster-e2e-{http_port}.log"));
-        let log_file = std::fs::File::create(&log).expect("create agent log");
-        let child = Command::new(muster_bin())
-            .arg("agent")
-            .args(args)
-            .args(["-http-port", &http_port.to_string(), "-dns-port", &dns_port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn muster agent");
-        let agent = Agent { child, http_port, dns_port, log };
+        let agent = Agent::launch(args);
         agent.wait_ready();
         agent
     }
 
-    fn wait_ready(&self) {
+    /// Like `start` without the wait: a server expecting peers has no leader until they run.
+    pub fn launch(args: &[&str]) -> Agent {
+        let (http_port, dns_port) = (free_port(), free_port());
+        let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        args.extend(["-http-port".into(), http_port.to_string(), "-dns-port".into(), dns_port.to_string()]);
+        let log = std::env::temp_dir().join(format!("muster-e2e-{http_port}.log"));
+        std::fs::File::create(&log).expect("create agent log");
+        let child = spawn_agent(&args, &log);
+        Agent { child, args, http_port, dns_port, log }
+    }
+
+    /// SIGKILL: the process gets no chance to shut down cleanly.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a killed agent again with the same flags, ports and data dir (its log goes on
+    /// in the same file), waiting until it answers HTTP with a leader.
+    pub fn restart(&mut self) {
+        assert!(matches!(self.child.try_wait(), Ok(Some(_))), "restart only a stopped agent");
+        self.child = spawn_agent(&self.args, &self.log);
+        self.wait_ready();
+    }
+
+    /// Waits until the agent answers HTTP and knows a leader.
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(r) = ureq::get(&self.url("/v1/status/leader")).call() {
@@ -110,24 +126,7 @@ impl Agent {
 
     /// One HTTP request; any status is a result, not an error.
     pub fn req(&self, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
-        let r = ureq::request(method, &self.url(path)).timeout(Duration::from_secs(30));
-        let res = match body {
-            Some(b) => r.send_bytes(b),
-            None => r.call(),
-        };
-        let resp = match res {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
-        };
-        let status = resp.status();
-        let headers = resp
-            .headers_names()
-            .into_iter()
-            .map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string()))
-            .collect();
-        let mut body = Vec::new();
-        resp.into_reader().read_to_end(&mut body).expect("read body");
-        Resp { status, headers, body }
+        http(method, &self.url(path), body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -185,11 +184,144 @@ impl Agent {
     }
 }
 
+fn spawn_agent(args: &[String], log: &Path) -> Child {
+    let log_file = std::fs::OpenOptions::new().append(true).open(log).expect("open agent log");
+    Command::new(muster_bin())
+        .arg("agent")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("dup log"))
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn muster agent")
+}
+
+/// One HTTP request to `url`; any status is a result, and only a failure to get an answer
+/// (refused, reset, timed out) is an error.
+pub fn http(method: &str, url: &str, body: Option<&[u8]>) -> Result<Resp, String> {
+    let r = ureq::request(method, url).timeout(Duration::from_secs(30));
+    let res = match body {
+        Some(b) => r.send_bytes(b),
+        None => r.call(),
+    };
+    let resp = match res {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string()))
+        .collect();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).map_err(|e| format!("reading the body: {e}"))?;
+    Ok(Resp { status, headers, body })
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Servers on loopback forming one Raft cluster, each with a data dir under one temporary
+/// directory. If the test panics, every server's log is printed and the data dirs are kept.
+pub struct Cluster {
+    pub servers: Vec<Agent>,
+    server_ports: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `n` servers that expect each other (`-bootstrap-expect n`, `-retry-join` all of
+    /// them) and waits until each knows a leader.
+    pub fn start(n: usize) -> Cluster {
+        let server_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let dir = std::env::temp_dir().join(format!("muster-cluster-{}", server_ports[0]));
+        let joins: Vec<String> = server_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let expect = n.to_string();
+        let servers = (0..n)
+            .map(|i| {
+                let node = format!("s{i}");
+                let data_dir = dir.join(&node).to_str().expect("a UTF-8 temp dir").to_string();
+                let port = server_ports[i].to_string();
+                let mut args = vec!["-server", "-bootstrap-expect", &expect, "-data-dir", &data_dir];
+                args.extend([
+                    "-bind",
+                    "127.0.0.1",
+                    "-client",
+                    "127.0.0.1",
+                    "-node",
+                    &node,
+                    "-server-port",
+                    &port,
+                ]);
+                for j in &joins {
+                    args.extend(["-retry-join", j.as_str()]);
+                }
+                Agent::launch(&args)
+            })
+            .collect();
+        let cluster = Cluster { servers, server_ports, dir };
+        for s in &cluster.servers {
+            s.wait_ready();
+        }
+        cluster
+    }
+
+    /// Server `i`'s Raft id, as /v1/status/leader and peers name it.
+    pub fn server_id(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.server_ports[i])
+    }
+
+    /// The leader server `i` names, if it answers and knows one.
+    pub fn leader_seen_by(&self, i: usize) -> Option<String> {
+        let r = http("GET", &self.servers[i].url("/v1/status/leader"), None).ok()?;
+        let leader: String = serde_json::from_slice(&r.body).ok()?;
+        (!leader.is_empty()).then_some(leader)
+    }
+
+    /// Waits until every server in `among` names the same leader, itself one of `among`, and
+    /// returns its index.
+    pub fn wait_leader(&self, among: &[usize], timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen: Vec<Option<String>> = among.iter().map(|&i| self.leader_seen_by(i)).collect();
+            let agreed = seen.windows(2).all(|w| w[0] == w[1]);
+            let leader = among.iter().find(|&&i| seen[0].as_deref() == Some(self.server_id(i).as_str()));
+            if let (true, Some(&leader)) = (agreed, leader) {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {among:?} in {timeout:?}: {seen:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls until `f` holds or the deadline passes.
+    pub fn eventually(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            s.kill();
+        }
+        if std::thread::panicking() {
+            for (i, s) in self.servers.iter().enumerate() {
+                eprintln!("---- server s{i} ({}) log ----\n{}", self.server_id(i), s.log_text());
+            }
+            eprintln!("---- data dirs kept in {} ----", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

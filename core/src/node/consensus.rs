@@ -540,6 +540,9 @@ impl Node {
 
     /// `X-Consul-KnownLeader` and `X-Consul-LastContact` for a read served now.
     pub(super) fn contact(&self) -> (bool, u64) {
+        if self.is_leader() {
+            return (true, 0);
+        }
         match self.raft.leader_contact() {
             Some(at) => (true, u64::try_from(self.now.since(at).as_millis()).unwrap_or(u64::MAX)),
             None => (false, 0),

@@ -390,13 +390,10 @@ impl Replica {
         self.leader.as_deref()
     }
 
-    /// When this replica last heard from its leader (now, when it leads); `None` without a
-    /// leader. Stale reads report the age as `X-Consul-LastContact`.
+    /// When this follower last heard from its leader; `None` without a leader. Stale reads
+    /// report the age as `X-Consul-LastContact`.
     pub fn leader_contact(&self) -> Option<Time> {
         self.leader.as_ref()?;
-        if matches!(self.role, RoleState::Leader(_)) {
-            return Some(self.now);
-        }
         Some(self.election.quiet_until - self.cfg.election_timeout)
     }
 
