@@ -4,11 +4,18 @@
 //! Owns nothing but the drivers: arbitrary bytes in, and the invariant each entry point must
 //! keep (no panic, deterministic results). Never used by the agent itself.
 
+use std::collections::{BTreeMap, VecDeque};
+
 use crate::api::dns::{answer, DnsConfig, DnsQuestion, RecordType};
 use crate::fsm::catalog::{Catalog, Registration};
+use crate::fsm::kv::KvSetMode;
 use crate::fsm::{Command, State};
-use crate::ids::Index;
+use crate::ids::{Index, PersistToken, Term};
+use crate::io::{PersistOp, Recovered};
+use crate::raft::{disk, AppendResult, Entry, Membership, Message, RaftInput, RaftOutput, Replica};
+use crate::raft::{ReplicaConfig, Role};
 use crate::rng::{Rng, Stream};
+use crate::time::{Duration, Time};
 
 /// Arbitrary bytes as a DNS question (the first two bytes pick the type, the rest is the
 /// name) against a small catalog: an answer always comes back, never a panic.
@@ -68,10 +75,343 @@ pub fn rpc_frames(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a script for one Raft replica ("a", voters a, b and c, default timing):
+/// each step lets time pass, delivers a message from b or c (a raw frame, or one built near
+/// the replica's own term and indexes so the deep paths are reached), completes queued
+/// persists in order, proposes, reads, or snapshots at the applied index. Never panics, and
+/// after every step: the term and the commit index never go back, the commit index stays
+/// within the log, committed entries are handed out once each, in order, and a leader is a
+/// voter; a granted vote or an ack leaves only once what it promises was durable, and no two
+/// votes are cast in one term.
+pub fn raft_messages(data: &[u8]) {
+    RaftScript::run(data);
+}
+
+/// A fuzz input read front to back; past its end every byte reads as zero.
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn byte(&mut self) -> u8 {
+        let (&b, rest) = self.0.split_first().unwrap_or((&0, &[]));
+        self.0 = rest;
+        b
+    }
+
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, rest) = self.0.split_at(n.min(self.0.len()));
+        self.0 = rest;
+        head
+    }
+
+    fn bit(&mut self) -> bool {
+        self.byte() & 1 == 1
+    }
+
+    /// A value within `base - 2 ..= base + 1`: random terms and indexes almost never match
+    /// anything, values next to the replica's own reach its conflict and catch-up paths.
+    fn near(&mut self, base: u64) -> u64 {
+        (base + 1).saturating_sub(u64::from(self.byte() % 4))
+    }
+
+    /// A small membership over a..d; it may leave out this replica or every voter.
+    fn membership(&mut self) -> Membership {
+        let mask = self.byte();
+        let names = ["a", "b", "c", "d"].into_iter().enumerate();
+        let mut m = Membership::default();
+        for (i, n) in names {
+            if mask & (1 << i) != 0 {
+                m.voters.insert(n.to_string());
+            } else if mask & (1 << (i + 4)) != 0 {
+                m.non_voters.insert(n.to_string());
+            }
+        }
+        m
+    }
+
+    fn command(&mut self) -> Command {
+        match self.byte() % 8 {
+            0 => self.membership().to_command(),
+            1..=3 => Command::KvSet {
+                key: format!("k{}", self.byte() % 4),
+                value: vec![self.byte()],
+                flags: 0,
+                mode: KvSetMode::Set,
+            },
+            _ => Command::Noop,
+        }
+    }
+}
+
+/// The replica under test and what its host has seen of it: the write queue, the disk the
+/// acknowledged writes built, and the ledgers the invariants are checked against.
+struct RaftScript {
+    replica: Replica,
+    now: Time,
+    /// The latest wakeup the replica asked for.
+    timer: Time,
+    /// Persists issued and not yet acknowledged, in token order.
+    queued: VecDeque<(PersistToken, PersistOp)>,
+    last_issued: PersistToken,
+    last_acked: Option<PersistToken>,
+    disk: Recovered,
+    /// Per durable term, the furthest the durable log reached while the disk held that term:
+    /// an ack in a term promises the entries it names were on disk at some moment in it.
+    durable_reach: BTreeMap<Term, Index>,
+    /// The vote each term's hard state carried when issued, and once durable.
+    votes: BTreeMap<Term, String>,
+    durable_votes: BTreeMap<Term, String>,
+    /// Last seen term, commit point, and how far committed entries and snapshots were handed
+    /// out.
+    term: Term,
+    commit: Index,
+    applied: Index,
+    next_ctx: u64,
+}
+
+impl RaftScript {
+    fn run(data: &[u8]) -> RaftScript {
+        let (mut bytes, mut script) = (Bytes(data), RaftScript::new());
+        while !bytes.0.is_empty() {
+            script.step(&mut bytes);
+        }
+        script
+    }
+
+    fn new() -> RaftScript {
+        let peers = ["a", "b", "c"].map(String::from).to_vec();
+        RaftScript {
+            replica: Replica::new(ReplicaConfig::new("a", peers), [0; 32]),
+            now: Time::ZERO,
+            timer: Time::ZERO,
+            queued: VecDeque::new(),
+            last_issued: PersistToken(0),
+            last_acked: None,
+            disk: Recovered::default(),
+            durable_reach: BTreeMap::from([(Term(0), Index::ZERO)]),
+            votes: BTreeMap::new(),
+            durable_votes: BTreeMap::new(),
+            term: Term(0),
+            commit: Index::ZERO,
+            applied: Index::ZERO,
+            next_ctx: 0,
+        }
+    }
+
+    fn step(&mut self, b: &mut Bytes) {
+        let input = match b.byte() % 16 {
+            0..=2 => {
+                let n = b.byte();
+                // Mostly straight to the requested wakeup, so elections and heartbeats fire.
+                self.now = if n >= 0xc0 {
+                    self.now.max(self.timer)
+                } else {
+                    self.now + Duration::from_millis(u64::from(n) * 10)
+                };
+                RaftInput::Tick
+            }
+            3..=7 => {
+                let (from, msg) = self.message(b);
+                assert_eq!(Message::decode(&msg.encode()).as_ref(), Ok(&msg), "a message survives the wire");
+                RaftInput::Message { from, msg }
+            }
+            8 => {
+                let len = usize::from(b.byte());
+                let from = if b.bit() { "b" } else { "c" };
+                // Most frames are garbage: refused with an error, not a panic.
+                let Ok(msg) = Message::decode(b.take(len)) else { return };
+                RaftInput::Message { from: from.to_string(), msg }
+            }
+            9..=11 => match self.acknowledge(b.byte()) {
+                Some(token) => RaftInput::Persisted { token },
+                None => return,
+            },
+            12 => {
+                self.next_ctx += 1;
+                RaftInput::Propose { command: b.command(), ctx: self.next_ctx }
+            }
+            13 => {
+                self.next_ctx += 1;
+                RaftInput::ReadIndex { ctx: self.next_ctx }
+            }
+            _ => {
+                let len = usize::from(b.byte() % 8);
+                RaftInput::Snapshot { index: self.applied, data: b.take(len).to_vec() }
+            }
+        };
+        let mut out = Vec::new();
+        self.replica.step(self.now, input, &mut out);
+        for o in out {
+            self.observe(o);
+        }
+        self.check();
+    }
+
+    /// A message from b or c built from the fuzz bytes around the replica's own state.
+    fn message(&self, b: &mut Bytes) -> (String, Message) {
+        let d = self.replica.debug_state();
+        let (from, other) = if b.bit() { ("b", "c") } else { ("c", "b") };
+        let term = Term(b.near(d.term.0));
+        let read_ctx = u64::from(b.byte() % 4);
+        let index_near = |b: &mut Bytes| {
+            let base = if b.bit() { d.commit } else { d.last_index };
+            Index(b.near(base.0))
+        };
+        // The replica's own term at an index (so a consistency check passes), or any.
+        let term_at = |b: &mut Bytes, i: Index| match self.replica.log_term(i) {
+            Some(t) if b.bit() => t,
+            _ => Term(b.near(term.0)),
+        };
+        // Mostly the sender itself; another leader of the same term is a broken peer.
+        let leader = if b.byte().is_multiple_of(8) { other } else { from }.to_string();
+        let msg = match b.byte() % 10 {
+            0 => Message::PreVote { term, last_index: index_near(b), last_term: Term(b.near(d.last_term.0)) },
+            1 => Message::PreVoteResp { term, granted: b.bit() },
+            2 => Message::RequestVote {
+                term,
+                last_index: index_near(b),
+                last_term: Term(b.near(d.last_term.0)),
+            },
+            3 => Message::VoteResp { term, granted: b.bit() },
+            4 | 5 => {
+                let prev_index = index_near(b);
+                let prev_term = term_at(b, prev_index);
+                let mut entries = Vec::new();
+                let mut last = (prev_index, prev_term);
+                for _ in 0..b.byte() % 4 {
+                    let t = if b.bit() { Term(last.1 .0 + 1).min(term) } else { last.1 };
+                    last = (last.0.next(), t);
+                    entries.push(Entry { term: t, index: last.0, command: b.command() });
+                }
+                let commit = Index(b.near(last.0 .0));
+                Message::AppendEntries { term, leader, prev_index, prev_term, entries, commit, read_ctx }
+            }
+            6 | 7 => {
+                let result = if b.bit() {
+                    AppendResult::Matched { index: index_near(b) }
+                } else {
+                    let prev_index = index_near(b);
+                    let hint_index = index_near(b);
+                    AppendResult::Rejected { prev_index, hint_index, hint_term: term_at(b, hint_index) }
+                };
+                Message::AppendResp { term, read_ctx, result }
+            }
+            8 => Message::InstallSnapshotResp { term, index: index_near(b), read_ctx },
+            _ => {
+                let index = Index(b.near(d.last_index.0 + 2));
+                let term_of_index = term_at(b, index);
+                let len = usize::from(b.byte() % 4);
+                let state = b.take(len).to_vec();
+                // The layout of a snapshot image (`raft::snapshot::Image`), or garbage.
+                let data = if b.bit() {
+                    postcard::to_allocvec(&(b.membership(), state)).expect("an image encodes")
+                } else {
+                    state
+                };
+                Message::InstallSnapshot { term, leader, index, term_of_index, data, read_ctx }
+            }
+        };
+        (from.to_string(), msg)
+    }
+
+    /// The host finishes the oldest queued writes (how many, the fuzz byte says) and returns
+    /// the last one's token; with nothing queued it repeats the last acknowledgement.
+    fn acknowledge(&mut self, n: u8) -> Option<PersistToken> {
+        if self.queued.is_empty() {
+            return self.last_acked;
+        }
+        for _ in 0..=usize::from(n) % self.queued.len() {
+            let (token, op) = self.queued.pop_front().expect("within the queue's length");
+            if let PersistOp::HardState { term, voted_for: Some(v) } = &op {
+                self.durable_votes.insert(*term, v.clone());
+            }
+            disk::apply(&mut self.disk, op);
+            let term = self.disk.hard_state.as_ref().map_or(Term(0), |(t, _)| *t);
+            let logged = self.disk.entries.last().map(|e| e.index);
+            let reach = logged.max(self.disk.snapshot.as_ref().map(|s| s.0)).unwrap_or(Index::ZERO);
+            let r = self.durable_reach.entry(term).or_default();
+            *r = (*r).max(reach);
+            self.last_acked = Some(token);
+        }
+        self.last_acked
+    }
+
+    /// Plays the host's part for one output and checks what only an output shows.
+    fn observe(&mut self, o: RaftOutput) {
+        match o {
+            RaftOutput::Send { to, msg } => self.check_send(&to, &msg),
+            RaftOutput::Persist { token, op } => {
+                assert!(
+                    token > self.last_issued,
+                    "persist tokens go up: {token:?} after {:?}",
+                    self.last_issued
+                );
+                self.last_issued = token;
+                if let PersistOp::HardState { term, voted_for } = &op {
+                    assert!(*term >= self.term, "hard state for {term:?} after {:?}", self.term);
+                    if let Some(v) = voted_for {
+                        let before = self.votes.entry(*term).or_insert_with(|| v.clone());
+                        assert_eq!(before, v, "two votes in {term:?}");
+                    }
+                }
+                self.queued.push_back((token, op));
+            }
+            RaftOutput::SetTimer { at } => self.timer = at,
+            RaftOutput::Committed { entries } => {
+                for e in entries {
+                    assert_eq!(e.index, self.applied.next(), "committed entries come once, in order");
+                    self.applied = e.index;
+                }
+            }
+            RaftOutput::InstallSnapshot { index, .. } => {
+                assert!(index > self.applied, "a snapshot at {index:?} after applying {:?}", self.applied);
+                self.applied = index;
+            }
+            RaftOutput::ProposeResult { .. }
+            | RaftOutput::ReadReady { .. }
+            | RaftOutput::ReadFailed { .. }
+            | RaftOutput::LeaderChanged { .. } => {}
+        }
+    }
+
+    /// Votes and acks promise durable state: it must have been on disk before they leave.
+    fn check_send(&self, to: &str, msg: &Message) {
+        let (term, acked) = match *msg {
+            Message::VoteResp { term, granted: true } => {
+                let durable = self.durable_votes.get(&term).map(String::as_str);
+                assert_eq!(durable, Some(to), "vote in {term:?} sent to {to} before it was durable");
+                return;
+            }
+            Message::AppendResp { term, result: AppendResult::Matched { index }, .. } => (term, index),
+            // Index 0 acknowledges nothing (the answer to a stale InstallSnapshot).
+            Message::InstallSnapshotResp { term, index, .. } if index > Index::ZERO => (term, index),
+            _ => return,
+        };
+        let reach = self.durable_reach.get(&term).copied();
+        assert!(
+            reach >= Some(acked),
+            "ack of {acked:?} in {term:?} to {to} before it was durable (durable reach {reach:?})"
+        );
+    }
+
+    /// What must hold after every step, whatever the peers sent.
+    fn check(&mut self) {
+        let d = self.replica.debug_state();
+        assert!(d.term >= self.term, "term went back from {:?} to {:?}", self.term, d.term);
+        assert!(d.commit >= self.commit, "commit went back from {:?} to {:?}", self.commit, d.commit);
+        assert!(d.commit <= d.last_index, "commit {:?} beyond the last index {:?}", d.commit, d.last_index);
+        assert_eq!(self.applied, d.commit, "everything committed is handed out as it commits");
+        if d.role == Role::Leader {
+            assert!(d.voters.iter().any(|v| v == "a"), "a leader that is not a voter: {d:?}");
+            let own = self.durable_votes.get(&d.term).map(String::as_str);
+            assert_eq!(own, Some("a"), "leads {:?} without a durable vote for itself", d.term);
+        }
+        (self.term, self.commit) = (d.term, d.commit);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fsm::kv::KvSetMode;
     use proptest::prelude::*;
 
     fn command() -> impl Strategy<Value = Command> {
@@ -105,5 +445,25 @@ mod tests {
         fn fsm_apply_on_encoded_logs(cmds in proptest::collection::vec(command(), 0..40)) {
             fsm_apply(&postcard::to_allocvec(&cmds).expect("commands encode"));
         }
+
+        /// Half the cases start from leadership, which random bytes alone rarely reach.
+        #[test]
+        fn raft_messages_keep_the_invariants(
+            lead in any::<bool>(),
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let prefix: &[u8] = if lead { ELECT_A } else { &[] };
+            raft_messages(&[prefix, &data].concat());
+        }
+    }
+
+    /// A script that makes the replica lead term 1: boot, time out, a granted pre-vote from
+    /// b, its own vote made durable, b's vote.
+    const ELECT_A: &[u8] = &[0, 0xff, 0, 0xff, 3, 1, 0, 0, 1, 1, 1, 9, 0, 3, 1, 1, 0, 1, 3, 1];
+
+    #[test]
+    fn the_election_script_elects_the_replica() {
+        let d = RaftScript::run(ELECT_A).replica.debug_state();
+        assert_eq!((d.role, d.term), (Role::Leader, Term(1)));
     }
 }

@@ -725,6 +725,63 @@ fn proposals_off_the_leader_and_bad_messages_are_refused_quietly() {
     net.check();
 }
 
+/// Messages no sound leader sends, found by the `raft_messages` fuzz body: each once either
+/// panicked the follower or made it drop entries it had committed.
+#[test]
+fn a_broken_leader_can_neither_crash_a_follower_nor_rewrite_its_commits() {
+    let mut r = Replica::new(cfg("a", &["a", "b", "c"]), seed("a"));
+    let mut out = Vec::new();
+    let e = |index, term| Entry { term: Term(term), index: Index(index), command: Command::Noop };
+    let append = |term, leader: &str, prev: (u64, u64), entries, commit| RaftInput::Message {
+        from: leader.to_string(),
+        msg: Message::AppendEntries {
+            term: Term(term),
+            leader: leader.to_string(),
+            prev_index: Index(prev.0),
+            prev_term: Term(prev.1),
+            entries,
+            commit: Index(commit),
+            read_ctx: 0,
+        },
+    };
+    r.step(Time::ZERO, append(1, "b", (0, 0), vec![e(1, 1), e(2, 1), e(3, 1)], 3), &mut out);
+    assert_eq!(r.debug_state().commit, Index(3));
+
+    // c claims another entry 2 in a later term: the committed ones stay.
+    r.step(Time::ZERO, append(2, "c", (1, 1), vec![e(2, 2)], 2), &mut out);
+    let s = r.debug_state();
+    assert_eq!((s.commit, s.last_index, r.log_term(Index(2))), (Index(3), Index(3), Some(Term(1))));
+
+    // A snapshot whose last term is above its sender's would make the log go back in term.
+    let image = Image { membership: Membership::of_voters(["a".to_string()]), state: vec![] };
+    let msg = Message::InstallSnapshot {
+        term: Term(2),
+        leader: "c".into(),
+        index: Index(9),
+        term_of_index: Term(3),
+        data: postcard::to_allocvec(&image).expect("images encode"),
+        read_ctx: 0,
+    };
+    r.step(Time::ZERO, RaftInput::Message { from: "c".into(), msg }, &mut out);
+    assert_eq!(r.debug_state().last_index, Index(3));
+
+    // Entries the log already holds (and has compacted) but from a lower term: refused, where
+    // they once followed the snapshot's term with a lower one.
+    r.step(Time::ZERO, RaftInput::Snapshot { index: Index(3), data: vec![] }, &mut out);
+    out.clear();
+    r.step(Time::ZERO, append(2, "c", (0, 0), vec![e(1, 0), e(2, 0), e(3, 0), e(4, 0)], 4), &mut out);
+    assert!(matches!(sends(&out)[..], [Message::AppendResp { result: AppendResult::Rejected { .. }, .. }]));
+    assert_eq!(r.debug_state().last_index, Index(3));
+}
+
+#[test]
+fn a_snapshot_of_nothing_is_ignored() {
+    let mut r = Replica::new(cfg("a", &["a", "b", "c"]), seed("a"));
+    let mut out = Vec::new();
+    r.step(Time::ZERO, RaftInput::Snapshot { index: Index::ZERO, data: vec![] }, &mut out);
+    assert!(persist_tokens(&out).is_empty(), "a snapshot at 0 would make a disk drop the log after it");
+}
+
 #[test]
 #[should_panic(expected = "time went backwards")]
 fn time_never_goes_backwards() {

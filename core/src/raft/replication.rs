@@ -291,15 +291,18 @@ impl Replica {
             return;
         }
         let last_new = Index(prev_index.0 + entries.len() as u64);
-        let offset = self.log.offset();
-        // Everything at or below the offset is committed here, hence matches the leader.
-        let (prev_index, prev_term, entries) = if prev_index < offset {
-            let skip = entries.iter().take_while(|e| e.index <= offset).count();
+        // Everything at or below the commit index (the offset included) is committed here,
+        // hence matches the leader: check from there, with the term the leader gives it, so a
+        // broken leader can neither overwrite committed entries nor follow one with a lower
+        // term.
+        let commit_point = self.commit;
+        let (prev_index, prev_term, entries) = if prev_index < commit_point {
+            let skip = entries.iter().take_while(|e| e.index <= commit_point).count();
             if skip == entries.len() {
                 let index = last_new.max(prev_index);
                 return self.ack_append(from, read_ctx, index, out);
             }
-            (offset, self.log.term_at(offset).expect("the offset's term is kept"), entries[skip..].to_vec())
+            (commit_point, entries[skip - 1].term, entries[skip..].to_vec())
         } else {
             (prev_index, prev_term, entries)
         };

@@ -46,9 +46,11 @@ pub(super) struct StoredSnapshot {
 
 impl Replica {
     /// The caller's state as of `index`: persist a snapshot there and compact the log.
-    /// Ignored unless `index` is committed and newer than the last snapshot.
+    /// Ignored unless `index` is committed and newer than the last snapshot (or, with none
+    /// yet, than index 0: a snapshot there holds no entry, so a disk could not tell that the
+    /// log continues it and would drop the whole log).
     pub(super) fn take_snapshot(&mut self, index: Index, data: Vec<u8>, out: &mut Vec<RaftOutput>) {
-        let newer = self.snapshot.as_ref().is_none_or(|s| index > s.index);
+        let newer = index > self.snapshot.as_ref().map_or(Index::ZERO, |s| s.index);
         if index > self.commit || !newer || index < self.log.offset() {
             return;
         }
@@ -91,6 +93,11 @@ impl Replica {
         read_ctx: u64,
         out: &mut Vec<RaftOutput>,
     ) {
+        // A leader's log holds no term above its own; a log starting there would make this
+        // replica's next entries go back in term.
+        if term_of_index > self.term {
+            return;
+        }
         let reply = Message::InstallSnapshotResp { term: self.term, index, read_ctx };
         if index <= self.commit {
             // Already here: the log matches the leader's through the commit index.
