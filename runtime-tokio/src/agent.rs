@@ -197,8 +197,10 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         debug_config,
         host_stats,
         snapshot_threshold: cfg.raft_snapshot_threshold.max(1),
-        raft_election_timeout: Duration::from_millis(1000),
-        raft_heartbeat: Duration::from_millis(150),
+        raft_election_timeout: cfg.raft_timing.election_timeout,
+        // Several heartbeats fit in the shortest election timeout, so one lost heartbeat
+        // never starts an election.
+        raft_heartbeat: cfg.raft_timing.election_timeout * 3 / 20,
         bootstrap_expect: cfg.bootstrap_expect,
         retry_join: cfg
             .retry_join

@@ -1495,7 +1495,9 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
     let server = t.bool("server", false);
     let bootstrap = t.bool("bootstrap", false);
     let bootstrap_expect = t.u32("bootstrap_expect", 0);
-    let raft_multiplier = t.u32("performance.raft_multiplier", 5);
+    // Consul's default is 5 (elections after 5-10 s of silence); muster's Raft is cheap
+    // enough to run at 1, so failover takes 1-2 s. An explicit setting is honoured.
+    let raft_multiplier = t.u32("performance.raft_multiplier", 1);
 
     let inconsistent = |reason: &str| ConfigError::Inconsistent { reason: reason.to_string() };
     if bootstrap && bootstrap_expect > 0 {
@@ -1727,8 +1729,8 @@ mod tests {
         assert_eq!(c.acl_default_policy, "allow");
         assert_eq!(c.acl_down_policy, "extend-cache");
         assert!(c.disable_remote_exec);
-        assert_eq!(c.raft_multiplier, 5);
-        assert_eq!(c.raft_timing.election_timeout, secs(5));
+        assert_eq!(c.raft_multiplier, 1);
+        assert_eq!(c.raft_timing.election_timeout, secs(1));
         assert_eq!(c.gossip_lan.probe_interval, secs(1));
         assert_eq!(c.gossip_wan.suspicion_mult, 6);
         assert_eq!(c.leave_on_terminate, None);

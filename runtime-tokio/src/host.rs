@@ -156,8 +156,8 @@ impl Host {
                     None => std::future::pending().await,
                 }
             };
+            // Unbiased: a flood of requests must not starve peer messages or the timer.
             let input = tokio::select! {
-                biased;
                 msg = self.rx.recv() => match msg {
                     Some(HostMsg::Request { req, reply }) => {
                         self.next_req += 1;
@@ -191,6 +191,12 @@ impl Host {
                 }
             };
             self.step(input)?;
+            // A busy channel can keep the sleep branch from ever being polled; a timer that
+            // is due (heartbeats, elections) runs now rather than after the backlog.
+            if self.deadline.is_some_and(|d| d <= Instant::now()) {
+                self.deadline = None;
+                self.step(Input::Tick)?;
+            }
         }
     }
 

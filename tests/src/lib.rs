@@ -64,7 +64,7 @@ impl Agent {
 
     /// `muster agent <args> -http-port P -dns-port D`, waiting until it answers HTTP.
     pub fn start(args: &[&str]) -> Agent {
-        let agent = Agent::launch(args);
+        let mut agent = Agent::launch(args);
         agent.wait_ready();
         agent
     }
@@ -95,9 +95,12 @@ impl Agent {
     }
 
     /// Waits until the agent answers HTTP and knows a leader.
-    pub fn wait_ready(&self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited ({status}) before it was ready; log:\n{}", self.log_text());
+            }
             if let Ok(r) = ureq::get(&self.url("/v1/status/leader")).call() {
                 if r.into_string().is_ok_and(|s| s.len() > 2) {
                     return;
@@ -264,8 +267,8 @@ impl Cluster {
                 Agent::launch(&args)
             })
             .collect();
-        let cluster = Cluster { servers, server_ports, dir };
-        for s in &cluster.servers {
+        let mut cluster = Cluster { servers, server_ports, dir };
+        for s in &mut cluster.servers {
             s.wait_ready();
         }
         cluster

@@ -91,7 +91,7 @@ pub(super) struct Cluster {
     next_hello: Time,
     next_retry: Time,
     leader_changed: bool,
-    snapshot_due: Option<Index>,
+    snapshot_due: bool,
 }
 
 impl Cluster {
@@ -186,7 +186,11 @@ impl Node {
     /// Work that had to wait for the replica's outputs to be handled: a snapshot, and
     /// whatever was held for a leader.
     pub(super) fn settle(&mut self, out: &mut Vec<Effect>) {
-        if let Some(index) = self.cluster.snapshot_due.take() {
+        if std::mem::take(&mut self.cluster.snapshot_due) {
+            // The rest of the committed batch has been applied since the threshold was
+            // crossed: the snapshot is of the state as it is now, labelled so.
+            let index = self.state.applied();
+            self.snapshot_index = index;
             let data = postcard::to_allocvec(&self.state).expect("the state always encodes");
             self.drive(RaftInput::Snapshot { index, data }, out);
         }
@@ -479,8 +483,7 @@ impl Node {
         let applied = self.state.apply(index, &entry.command);
         out.push(Effect::Emit(Event::Applied { index }));
         if index.0 - self.snapshot_index.0 >= self.cfg.snapshot_threshold {
-            self.snapshot_index = index;
-            self.cluster.snapshot_due = Some(index);
+            self.cluster.snapshot_due = true;
         }
         for (term, w, _) in self.cluster.pending.remove(&index).unwrap_or_default() {
             let result = if term != entry.term {

@@ -349,6 +349,42 @@ fn a_recovered_node_holds_what_was_acknowledged() {
 }
 
 #[test]
+fn a_snapshot_taken_mid_batch_is_labelled_with_what_it_holds() {
+    // Writes whose persists are acknowledged together commit as one batch; the snapshot
+    // due at the threshold inside it must name the index its state has reached.
+    let cfg = Config { snapshot_threshold: 3, ..config() };
+    let mut node = Node::new(cfg.clone(), [3; 32]).unwrap();
+    let mut disk = Recovered::default();
+    let mut out = vec![];
+    let ack = |node: &mut Node, out: &mut Vec<Effect>, disk: &mut Recovered| {
+        let mut last = None;
+        for e in std::mem::take(out) {
+            if let Effect::Persist { token, op } = e {
+                crate::raft::disk::apply(disk, op);
+                last = Some(token);
+            }
+        }
+        if let Some(token) = last {
+            node.step(Time(20), Input::Persisted { token }, out);
+        }
+    };
+    node.step(Time(1), Input::Tick, &mut out);
+    for _ in 0..5 {
+        ack(&mut node, &mut out, &mut disk);
+    }
+    for i in 0..8 {
+        let req = put(&format!("k{i}"), "v", KvSetMode::Set);
+        node.step(Time(20), Input::Request { id: ReqId(i), req }, &mut out);
+    }
+    for _ in 0..5 {
+        ack(&mut node, &mut out, &mut disk);
+    }
+    assert!(disk.snapshot.is_some(), "the batch crossed the threshold");
+    let back = Node::recover(cfg, [4; 32], disk).expect("the snapshot's label matches its state");
+    assert!(back.state().applied() >= Index(4));
+}
+
+#[test]
 fn recovery_refuses_a_log_with_a_hole() {
     let mut h = Host::new(config());
     h.call(put("a", "1", KvSetMode::Set));
