@@ -14,8 +14,17 @@
 //! are lost, the node is rebuilt with `Node::recover` from what was durable, and every
 //! acknowledged write must still be there (writes in flight at the crash count as done
 //! exactly when their entry had reached the disk).
+//!
+//! The chaos worlds run clusters under the faults of `chaos` (network, clocks, disks,
+//! crashes, pauses) with a linearizability check (`lin`): `raft` runs bare Raft replicas,
+//! `nodes` whole servers driven through the API.
 
+mod chaos;
+pub mod lin;
+pub mod nodes;
 pub mod raft;
+
+pub use chaos::{ClusterOutcome, ClusterStats};
 
 use std::collections::BTreeMap;
 

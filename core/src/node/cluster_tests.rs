@@ -17,6 +17,8 @@ struct Net {
     responses: BTreeMap<(usize, u64), ApiResponse>,
     next_req: u64,
     down: Vec<bool>,
+    /// What each server's disk holds (every persist lands at once).
+    disks: Vec<Recovered>,
 }
 
 impl Net {
@@ -42,6 +44,7 @@ impl Net {
             responses: BTreeMap::new(),
             next_req: 0,
             down: vec![false; n],
+            disks: vec![Recovered::default(); n],
         }
     }
 
@@ -55,7 +58,10 @@ impl Net {
             self.nodes[i].step(self.now, input, &mut out);
             for e in out {
                 match e {
-                    Effect::Persist { token, .. } => queue.push_back(Input::Persisted { token }),
+                    Effect::Persist { token, op } => {
+                        crate::raft::disk::apply(&mut self.disks[i], op);
+                        queue.push_back(Input::Persisted { token });
+                    }
                     Effect::Send { to, msg } => {
                         let from = self.ids[i].clone();
                         match self.ids.iter().position(|x| *x == to) {
@@ -112,6 +118,18 @@ impl Net {
             self.run(Duration::from_millis(10));
         }
         panic!("request {id} on node {i} never answered");
+    }
+
+    /// Server `i` comes back from what its disk holds.
+    fn restart(&mut self, i: usize) {
+        let cfg = self.nodes[i].config().clone();
+        self.nodes[i] = Node::recover(cfg, [99; 32], self.disks[i].clone()).unwrap();
+        self.down[i] = false;
+    }
+
+    fn a_follower(&mut self) -> usize {
+        let leader = self.leader().expect("a leader is elected");
+        (self.ids.iter().position(|x| *x == leader).unwrap() + 1) % self.nodes.len()
     }
 
     fn leader(&mut self) -> Option<String> {
@@ -192,4 +210,22 @@ fn operator_removes_a_peer() {
     assert_eq!(c.servers.len(), 2);
     assert!(c.servers.iter().any(|s| s.leader));
     assert_eq!(net.call(1, ApiRequest::OperatorRaftRemovePeer { address: Some(gone), id: None }).status, 500);
+}
+
+#[test]
+fn a_reply_meant_for_an_earlier_life_of_a_server_answers_nothing_in_its_new_one() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_secs(5));
+    let f = net.a_follower();
+    // The follower forwards a write, and crashes while the forward is still on its way.
+    net.send(f, put("old", "1"));
+    let in_flight: Vec<_> = net.wire.drain(..).collect();
+    net.restart(f);
+    net.run(Duration::from_secs(2));
+    // Its new life forwards a CAS that fails; the leader answers the old write first.
+    net.wire.extend(in_flight);
+    let cas =
+        ApiRequest::KvPut { key: "new".into(), value: b"2".to_vec(), flags: 0, mode: KvSetMode::Cas(12345) };
+    let r = net.call(f, cas);
+    assert_eq!(r.body, Body::Json(Reply::Bool(false)), "answered with the old write's outcome");
 }

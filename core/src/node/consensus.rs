@@ -14,6 +14,7 @@ use crate::fsm::{Outcome, State};
 use crate::ids::{Index, ReqId, Term};
 use crate::io::{Effect, Event};
 use crate::raft::{Entry, MembershipChange, RaftInput, RaftOutput, Role};
+use crate::rng::Rng;
 use crate::rpc::{PeerMessage, Work};
 use crate::time::{Duration, Time};
 
@@ -95,6 +96,14 @@ pub(super) struct Cluster {
 }
 
 impl Cluster {
+    /// The bookkeeping of a new life of the node. Its request contexts start at a random
+    /// point drawn from the life's seed: replies to an earlier life's requests still arrive
+    /// at the same address (a leader answering a forward sent before a crash), and must not
+    /// match a request of this one.
+    pub(super) fn new(mut ids: Rng) -> Cluster {
+        Cluster { next_ctx: ids.next_u64() >> 1, ..Cluster::default() }
+    }
+
     fn ctx(&mut self) -> u64 {
         self.next_ctx += 1;
         self.next_ctx

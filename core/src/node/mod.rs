@@ -198,7 +198,7 @@ impl Node {
         Ok(Node {
             id,
             raft,
-            cluster: Cluster::default(),
+            cluster: Cluster::new(Rng::new(seed, Stream::Ids)),
             state,
             agent: Agent::new(cfg.node.clone(), cfg.check_update_interval),
             scheduler: Scheduler::new(Rng::new(seed, Stream::Checks)),

@@ -1,11 +1,12 @@
-//! `sim run --seeds A..B [--only node|cluster] [--plant BUG]` and
-//! `sim replay [--cluster] --seed S [--trace] [--plant BUG]`.
+//! `sim run --seeds A..B [--only node|cluster|nodes] [--plant BUG]` and
+//! `sim replay [--cluster|--nodes] --seed S [--trace] [--plant BUG]`.
 //!
-//! `run` runs every seed of the single-node world and of the cluster chaos world twice and
-//! compares the trace hashes; a failure prints the seed, its trace hash and the replay
-//! command. A cluster seed whose linearizability search ran out of budget is reported and
-//! counted as unknown, never as passed, but does not fail the run: only a violation does.
-//! `--plant lease|fsync` turns on a planted bug in the cluster world, to watch it be caught.
+//! `run` runs every seed of the single-node world, of the replica cluster chaos world and of
+//! the nodes chaos world (whole servers) twice and compares the trace hashes; a failure
+//! prints the seed, its trace hash and the replay command. A chaos seed whose
+//! linearizability search ran out of budget is reported and counted as unknown, never as
+//! passed, but does not fail the run: only a violation does. `--plant lease|fsync` turns on
+//! a planted bug in the replica cluster world, to watch it be caught.
 //!
 //! Exit codes: 0 all seeds passed, 1 an invariant failed, 4 a seed was not deterministic,
 //! 2 usage.
@@ -13,12 +14,14 @@
 use std::ops::Range;
 use std::process::ExitCode;
 
-use sim::raft::{self, ClusterOptions, LinResult};
+use sim::lin::LinResult;
+use sim::nodes;
+use sim::raft::{self, ClusterOptions};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: sim run --seeds A..B [--only node|cluster] [--plant lease|fsync]\n       \
-         sim replay [--cluster] --seed S [--trace] [--plant lease|fsync]   (SIM_OPS sets node ops per seed)"
+        "usage: sim run --seeds A..B [--only node|cluster|nodes] [--plant lease|fsync]\n       \
+         sim replay [--cluster|--nodes] --seed S [--trace] [--plant lease|fsync]   (SIM_OPS sets node ops per seed)"
     );
     ExitCode::from(2)
 }
@@ -58,27 +61,30 @@ fn node_verdict(o: &sim::Outcome) -> (Verdict, String) {
     }
 }
 
-fn cluster_verdict(o: &raft::ClusterOutcome) -> (Verdict, String) {
+/// The verdict on a seed of a chaos world (`world`: "cluster" or "nodes").
+fn cluster_verdict(world: &str, o: &sim::ClusterOutcome) -> (Verdict, String) {
     let seed = o.seed;
     match (&o.violation, &o.lin) {
-        (Some(v), _) => (Verdict::Fail, format!("FAIL cluster seed {seed} {v}")),
+        (Some(v), _) => (Verdict::Fail, format!("FAIL {world} seed {seed} {v}")),
         (None, LinResult::Violation(why)) => {
-            (Verdict::Fail, format!("FAIL cluster seed {seed}: not linearizable: {why}"))
+            (Verdict::Fail, format!("FAIL {world} seed {seed}: not linearizable: {why}"))
         }
         (None, LinResult::Unknown) => (
             Verdict::Unknown,
             format!(
-                "UNKNOWN cluster seed {seed}: invariants hold, the linearizability search ran out of budget"
+                "UNKNOWN {world} seed {seed}: invariants hold, the linearizability search ran out of budget"
             ),
         ),
         (None, LinResult::Ok) => {
-            (Verdict::Pass, format!("cluster seed {seed}: all invariants hold, the history is linearizable"))
+            (Verdict::Pass, format!("{world} seed {seed}: all invariants hold, the history is linearizable"))
         }
     }
 }
 
-fn run(seeds: Range<u64>, worlds: [bool; 2], options: ClusterOptions, plant: &str) -> ExitCode {
-    let (mut passed, mut unknown, mut failed, mut nondeterministic) = ([0u64; 2], 0, 0, 0);
+const WORLDS: [&str; 3] = ["node", "cluster", "nodes"];
+
+fn run(seeds: Range<u64>, worlds: [bool; 3], options: ClusterOptions, plant: &str) -> ExitCode {
+    let (mut passed, mut unknown, mut failed, mut nondeterministic) = ([0u64; 3], 0, 0, 0);
     let mut combined = 0u64;
     for seed in seeds.clone() {
         for (world, on) in worlds.into_iter().enumerate() {
@@ -90,9 +96,13 @@ fn run(seeds: Range<u64>, worlds: [bool; 2], options: ClusterOptions, plant: &st
                     let o = sim::run_seed(seed);
                     (node_verdict(&o), o.trace_hash)
                 }
-                _ => {
+                1 => {
                     let o = raft::run_cluster_seed_with(seed, options);
-                    (cluster_verdict(&o), o.trace_hash)
+                    (cluster_verdict("cluster", &o), o.trace_hash)
+                }
+                _ => {
+                    let o = nodes::run_nodes_seed(seed);
+                    (cluster_verdict("nodes", &o), o.trace_hash)
                 }
             };
             let ((verdict, line), hash) = once();
@@ -100,7 +110,8 @@ fn run(seeds: Range<u64>, worlds: [bool; 2], options: ClusterOptions, plant: &st
             combined = fold(combined, hash);
             let replay = match world {
                 0 => format!("replay: cargo run -p sim -- replay --seed {seed} --trace"),
-                _ => format!("replay: cargo run -p sim -- replay --cluster --seed {seed} --trace{plant}"),
+                1 => format!("replay: cargo run -p sim -- replay --cluster --seed {seed} --trace{plant}"),
+                _ => format!("replay: cargo run -p sim -- replay --nodes --seed {seed} --trace"),
             };
             if verdict != Verdict::Pass {
                 println!("{line}\ntrace-hash: {hash:016x}\n{replay}");
@@ -112,15 +123,15 @@ fn run(seeds: Range<u64>, worlds: [bool; 2], options: ClusterOptions, plant: &st
             }
             if again != hash {
                 nondeterministic += 1;
-                let name = ["node", "cluster"][world];
+                let name = WORLDS[world];
                 println!("NONDETERMINISTIC {name} seed {seed}: trace hashes {hash:016x} then {again:016x}\n{replay}");
             }
         }
     }
     println!(
-        "seeds {}..{}, each run twice: node {} passed, cluster {} passed, {unknown} unknown, {failed} failed, \
-         {nondeterministic} not deterministic",
-        seeds.start, seeds.end, passed[0], passed[1]
+        "seeds {}..{}, each run twice: node {} passed, cluster {} passed, nodes {} passed, {unknown} unknown, \
+         {failed} failed, {nondeterministic} not deterministic",
+        seeds.start, seeds.end, passed[0], passed[1], passed[2]
     );
     println!("trace-hash: {combined:016x}");
     if failed > 0 {
@@ -142,9 +153,8 @@ fn main() -> ExitCode {
         Some("run") => {
             let Some(seeds) = flag("--seeds").as_deref().and_then(sim::parse_seeds) else { return usage() };
             let worlds = match flag("--only").as_deref() {
-                None => [true, true],
-                Some("node") => [true, false],
-                Some("cluster") => [false, true],
+                None => [true; 3],
+                Some(only) if WORLDS.contains(&only) => WORLDS.map(|w| w == only),
                 Some(_) => return usage(),
             };
             run(seeds, worlds, options, &plant)
@@ -153,7 +163,10 @@ fn main() -> ExitCode {
             let Some(seed) = flag("--seed").and_then(|s| s.parse().ok()) else { return usage() };
             let (trace, (verdict, line), hash, stats) = if has("--cluster") {
                 let (o, trace) = raft::run_cluster_traced(seed, options);
-                (trace, cluster_verdict(&o), o.trace_hash, format!("\nstats: {:?}", o.stats))
+                (trace, cluster_verdict("cluster", &o), o.trace_hash, format!("\nstats: {:?}", o.stats))
+            } else if has("--nodes") {
+                let (o, trace) = nodes::run_nodes_traced(seed);
+                (trace, cluster_verdict("nodes", &o), o.trace_hash, format!("\nstats: {:?}", o.stats))
             } else {
                 let (o, trace) = sim::World::new(seed, sim::ops_per_seed()).run_traced();
                 (trace, node_verdict(&o), o.trace_hash, String::new())

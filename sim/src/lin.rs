@@ -37,27 +37,65 @@ pub enum OpKind {
     Write(u64),
     /// Read and saw this value (`None`: the key was absent).
     Read(Option<u64>),
+    /// Removed the key.
+    Delete,
+    /// Wrote `new` if the key held `expect` (`None`: absent); `swapped` is the answer, `None`
+    /// while unknown.
+    Cas { expect: Option<u64>, new: u64, swapped: Option<bool> },
+}
+
+impl OpKind {
+    /// Whether the operation may change the register.
+    pub fn is_write(self) -> bool {
+        !matches!(self, OpKind::Read(_))
+    }
+
+    /// What the register holds after this operation, if it takes effect.
+    fn writes(self) -> Option<Option<u64>> {
+        match self {
+            OpKind::Write(v) | OpKind::Cas { new: v, .. } => Some(Some(v)),
+            OpKind::Delete => Some(None),
+            OpKind::Read(_) => None,
+        }
+    }
 }
 
 /// Checks every key's sub-history, spending at most `budget` search steps on each.
 ///
-/// An `info` write whose value no read observed is left out first: it can always be
-/// linearized after everything else, where it changes no outcome, so the history is
-/// linearizable with it exactly when it is without it. Left in, each one would double the
-/// space the search may have to explore.
+/// An `info` write whose result no read saw and no CAS expected is left out first when no
+/// CAS that answered `false` returned after its call: it can then always be linearized
+/// after everything else (with any `info` CAS that did nothing while its value stood), where
+/// it changes no outcome, so the history is linearizable with it exactly when it is without
+/// it. A failed CAS could need it as the value that made it fail, hence that condition.
+/// Left in, each one would double the space the search may have to explore.
 pub fn check(ops: &[KvOp], budget: u64) -> LinResult {
-    let observed: BTreeSet<(&str, u64)> = ops
-        .iter()
-        .filter_map(|o| match o.kind {
-            OpKind::Read(Some(v)) => Some((o.key.as_str(), v)),
-            _ => None,
-        })
-        .collect();
+    let mut observed: BTreeSet<(&str, Option<u64>)> = BTreeSet::new();
+    let mut last_failed_cas: BTreeMap<&str, u64> = BTreeMap::new();
+    for o in ops {
+        let key = o.key.as_str();
+        match o.kind {
+            OpKind::Read(seen) => {
+                observed.insert((key, seen));
+            }
+            OpKind::Cas { expect, swapped, .. } => {
+                observed.insert((key, expect));
+                if swapped == Some(false) {
+                    let ret = o.ret.unwrap_or(u64::MAX);
+                    let last = last_failed_cas.entry(key).or_default();
+                    *last = (*last).max(ret);
+                }
+            }
+            _ => {}
+        }
+    }
     let mut by_key: BTreeMap<&str, Vec<&KvOp>> = BTreeMap::new();
     for op in ops {
-        let unseen_info = matches!(op.kind, OpKind::Write(v) if op.ret.is_none() && !observed.contains(&(op.key.as_str(), v)));
+        let key = op.key.as_str();
+        let unseen_info = op.ret.is_none()
+            && op.kind.writes().is_some_and(|w| !observed.contains(&(key, w)))
+            && last_failed_cas.get(key).is_none_or(|ret| *ret < op.invoke);
         if !unseen_info {
-            by_key.entry(op.key.as_str()).or_default().push(op);
+            by_key.entry(key).or_default().push(op);
         }
     }
     let mut unknown = false;
@@ -80,11 +118,20 @@ pub fn check(ops: &[KvOp], budget: u64) -> LinResult {
     }
 }
 
-/// The register model: a write always succeeds; a read must see the current value.
+/// The register model: a write or delete always succeeds; a read must see the current
+/// value; a CAS swaps exactly when the register holds what it expects, and must have
+/// answered so (an unknown answer fits either way).
 fn apply(state: Option<u64>, kind: OpKind) -> Option<Option<u64>> {
     match kind {
-        OpKind::Write(v) => Some(Some(v)),
+        OpKind::Write(_) | OpKind::Delete => kind.writes(),
         OpKind::Read(seen) => (seen == state).then_some(state),
+        OpKind::Cas { expect, new, swapped } => {
+            let hit = state == expect;
+            if swapped.is_some_and(|s| s != hit) {
+                return None;
+            }
+            Some(if hit { Some(new) } else { state })
+        }
     }
 }
 
@@ -224,5 +271,38 @@ mod tests {
         assert_eq!(check(&many, 1_000), LinResult::Ok, "200 unobserved info writes cost nothing");
         let seen = [w("a", 1, 0, None), w("a", 2, 0, Some(3)), r("a", Some(1), 5, 6), r("a", Some(2), 7, 8)];
         assert!(matches!(check(&seen, 10_000), LinResult::Violation(_)), "w2 returned before w1 was read");
+    }
+
+    fn cas(key: &str, expect: Option<u64>, new: u64, swapped: Option<bool>, at: (u64, Option<u64>)) -> KvOp {
+        KvOp { key: key.into(), kind: OpKind::Cas { expect, new, swapped }, invoke: at.0, ret: at.1 }
+    }
+
+    #[test]
+    fn deletes_and_cas_follow_the_register() {
+        let del = KvOp { key: "a".into(), kind: OpKind::Delete, invoke: 11, ret: Some(20) };
+        let ok = [
+            w("a", 1, 0, Some(10)),
+            cas("a", Some(1), 2, Some(true), (11, Some(12))),
+            cas("a", Some(1), 3, Some(false), (13, Some(14))),
+            r("a", Some(2), 15, 16),
+        ];
+        assert_eq!(check(&ok, 10_000), LinResult::Ok);
+        let lying = [w("a", 1, 0, Some(10)), cas("a", Some(1), 2, Some(false), (11, Some(12)))];
+        assert!(matches!(check(&lying, 10_000), LinResult::Violation(_)), "nothing else wrote a");
+        let gone = [w("a", 1, 0, Some(10)), del.clone(), r("a", None, 21, 22)];
+        assert_eq!(check(&gone, 10_000), LinResult::Ok);
+        let back = [w("a", 1, 0, Some(10)), del, r("a", Some(1), 21, 22)];
+        assert!(matches!(check(&back, 10_000), LinResult::Violation(_)), "a deleted value came back");
+    }
+
+    #[test]
+    fn an_info_write_that_explains_a_failed_cas_is_kept() {
+        // Only the unseen info write of 2 lets the CAS fail: leaving it out would be wrong.
+        let ops =
+            [w("a", 1, 0, Some(10)), w("a", 2, 11, None), cas("a", Some(1), 3, Some(false), (12, Some(13)))];
+        assert_eq!(check(&ops, 10_000), LinResult::Ok);
+        let unknown =
+            [w("a", 1, 0, Some(10)), cas("a", Some(1), 3, None, (11, None)), r("a", Some(3), 12, 13)];
+        assert_eq!(check(&unknown, 10_000), LinResult::Ok, "an info CAS may have swapped");
     }
 }
