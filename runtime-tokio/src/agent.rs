@@ -279,10 +279,8 @@ pub async fn start(cfg: &AgentConfig, node_cfg: Config, pretty: bool) -> Result<
     let (host, handle) = Host::new(node, Instant::now(), storage, me);
     if cfg.ports.server > 0 {
         let addr = socket(&cfg.bind_addr, cfg.ports.server)?;
-        match TcpListener::bind(addr).await {
-            Ok(l) => {
-                tokio::spawn(rpc::serve(l, host.deliveries()));
-            }
+        match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, host.deliveries())) {
+            Ok(()) => {}
             // A lone server has nobody to talk to: -dev keeps working when the port is taken.
             Err(err) if node_is_alone(cfg) => {
                 tracing::warn!(%addr, error = %err, "server port unavailable; running without it")

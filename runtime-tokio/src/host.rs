@@ -156,8 +156,18 @@ impl Host {
                     None => std::future::pending().await,
                 }
             };
-            // Unbiased: a flood of requests must not starve peer messages or the timer.
+            // Peer messages and the timer first: they are few, and a flood of requests must
+            // never delay the heartbeats and acknowledgements that keep a leader in office.
             let input = tokio::select! {
+                biased;
+                Some(d) = self.deliveries.recv() => match d {
+                    Delivery::Received { from, msg } => Input::Peer { from, msg },
+                    Delivery::Undelivered { to, msg } => Input::Undelivered { to, msg },
+                },
+                () = sleep => {
+                    self.deadline = None;
+                    Input::Tick
+                }
                 msg = self.rx.recv() => match msg {
                     Some(HostMsg::Request { req, reply }) => {
                         self.next_req += 1;
@@ -181,22 +191,8 @@ impl Host {
                         return Ok(());
                     }
                 },
-                Some(d) = self.deliveries.recv() => match d {
-                    Delivery::Received { from, msg } => Input::Peer { from, msg },
-                    Delivery::Undelivered { to, msg } => Input::Undelivered { to, msg },
-                },
-                () = sleep => {
-                    self.deadline = None;
-                    Input::Tick
-                }
             };
             self.step(input)?;
-            // A busy channel can keep the sleep branch from ever being polled; a timer that
-            // is due (heartbeats, elections) runs now rather than after the backlog.
-            if self.deadline.is_some_and(|d| d <= Instant::now()) {
-                self.deadline = None;
-                self.step(Input::Tick)?;
-            }
         }
     }
 

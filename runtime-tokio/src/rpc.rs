@@ -5,14 +5,18 @@
 //! as undelivered (it never left, so forwarded work may be retried elsewhere), and the task
 //! retries with backoff. Inbound connections are read by a task each and their messages
 //! handed to the node; garbage, a bad preamble or an oversized frame closes just that
-//! connection. Decides nothing about what the messages mean.
+//! connection. All of it runs on a thread and runtime of its own, so a flood of HTTP
+//! requests on the agent's runtime never delays the heartbeats and acknowledgements that
+//! keep a leader in office. Decides nothing about what the messages mean.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use muster_core::rpc::{self, Decoder, PeerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -40,7 +44,7 @@ impl Transport {
     pub fn send(&mut self, to: String, msg: PeerMessage) {
         let tx = self.peers.entry(to.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(write_loop(self.me.clone(), to, rx, self.events.clone()));
+            runtime().spawn(write_loop(self.me.clone(), to, rx, self.events.clone()));
             tx
         });
         let _ = tx.send(msg);
@@ -102,8 +106,39 @@ async fn write_loop(
     }
 }
 
-/// Accepts server connections and hands their messages to the host.
-pub async fn serve(listener: TcpListener, events: mpsc::UnboundedSender<Delivery>) {
+/// The server port's own runtime, started on first use.
+fn runtime() -> &'static Handle {
+    static RT: OnceLock<Handle> = OnceLock::new();
+    RT.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("the server-port runtime starts");
+        let handle = rt.handle().clone();
+        std::thread::Builder::new()
+            .name("muster-rpc".into())
+            .spawn(move || rt.block_on(std::future::pending::<()>()))
+            .expect("the server-port thread starts");
+        handle
+    })
+}
+
+/// Serves a bound server port: accepts connections and hands their messages to the host.
+pub fn listen(
+    listener: std::net::TcpListener,
+    events: mpsc::UnboundedSender<Delivery>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = runtime();
+    let listener = {
+        let _entered = rt.enter();
+        TcpListener::from_std(listener)?
+    };
+    rt.spawn(serve(listener, events));
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, events: mpsc::UnboundedSender<Delivery>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
         let events = events.clone();

@@ -229,3 +229,27 @@ fn a_reply_meant_for_an_earlier_life_of_a_server_answers_nothing_in_its_new_one(
     let r = net.call(f, cas);
     assert_eq!(r.body, Body::Json(Reply::Bool(false)), "answered with the old write's outcome");
 }
+
+#[test]
+fn a_due_raft_timer_runs_on_a_request_before_the_hosts_wakeup() {
+    // Under a stream of requests the host may step the node many times before its wakeup
+    // fires; a leader whose heartbeat is due must still send it.
+    let mut net = Net::new(3);
+    net.run(Duration::from_secs(5));
+    let leader = net.leader().unwrap();
+    let l = net.ids.iter().position(|x| *x == leader).unwrap();
+    net.now = net.now + Duration::from_millis(200);
+    let mut out = vec![];
+    let req = get("k", Consistency::Stale);
+    net.nodes[l].step(net.now, Input::Request { id: ReqId(999), req }, &mut out);
+    let heartbeats = out
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Send { msg: PeerMessage::Raft(crate::raft::Message::AppendEntries { .. }), .. }
+            )
+        })
+        .count();
+    assert_eq!(heartbeats, 2, "one heartbeat to each follower");
+}

@@ -245,7 +245,7 @@ impl Node {
             self.start(now, out);
         }
         match input {
-            Input::Tick => self.drive(RaftInput::Tick, out),
+            Input::Tick => {}
             Input::Request { id, req } => self.request(now, id, req, out),
             Input::CheckResult { check, run, status, output } => {
                 if let Some(v) = self.scheduler.on_result(&check, run, status, output, now) {
@@ -265,6 +265,11 @@ impl Node {
                 out.push(Effect::Emit(Event::Stopped));
                 return;
             }
+        }
+        // Raft's timer runs on whatever input comes first once it is due: under a stream
+        // of requests the host's own wakeup may come later, and a heartbeat must not.
+        if self.cluster.raft_timer.is_some_and(|t| t <= now) {
+            self.drive(RaftInput::Tick, out);
         }
         self.settle(out);
         self.poll(now, out);
