@@ -392,11 +392,15 @@ impl Replica {
             }
         });
         if reached > self.commit && self.log.term_at(reached) == Some(self.term) {
-            let holders: Vec<String> =
-                l.progress.iter().filter(|(_, p)| p.matched >= reached).map(|(k, _)| k.clone()).collect();
+            // When nothing follows the new commit point, followers holding it learn it now
+            // rather than at the next heartbeat, so they apply, and serve reads, without
+            // that delay. Otherwise the entries still to come carry it.
+            let holders: Vec<String> = if self.log.last_index() == reached {
+                l.progress.iter().filter(|(_, p)| p.matched >= reached).map(|(k, _)| k.clone()).collect()
+            } else {
+                Vec::new()
+            };
             self.commit_to(reached, out);
-            // Followers holding the new commit point learn it now rather than at the next
-            // heartbeat, so they apply, and serve reads, without that delay.
             for peer in holders {
                 self.send_heartbeat(&peer, out);
             }
