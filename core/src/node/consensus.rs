@@ -9,6 +9,8 @@
 //! known), adding newcomers, and turning committed entries and installed snapshots into
 //! state. Never decides what a request means: `node::mod` routes requests here.
 
+use std::collections::BTreeMap;
+
 use crate::api::{ApiRequest, ApiResponse, Consistency};
 use crate::fsm::{Outcome, State};
 use crate::ids::{Index, ReqId, Term};
@@ -75,20 +77,20 @@ pub(super) enum BarrierFor {
 #[derive(Debug, Default)]
 pub(super) struct Cluster {
     /// Proposals awaiting their index, by Raft context.
-    proposals: std::collections::BTreeMap<u64, Option<Waiter>>,
+    proposals: BTreeMap<u64, Option<Waiter>>,
     /// Proposed entries awaiting apply: the term they were proposed in, who waits, and
     /// until when.
-    pending: std::collections::BTreeMap<Index, Vec<(Term, Waiter, Time)>>,
+    pending: BTreeMap<Index, Vec<(Term, Waiter, Time)>>,
     /// Work forwarded to the leader, by context: the deadline and who waits.
-    forwards: std::collections::BTreeMap<u64, Forwarded>,
+    forwards: BTreeMap<u64, Forwarded>,
     held: Vec<Held>,
-    barriers: std::collections::BTreeMap<u64, BarrierFor>,
+    barriers: BTreeMap<u64, BarrierFor>,
     /// Reads whose barrier passed, waiting for the state to apply its index.
     after_apply: Vec<(Index, ReqId, ApiRequest)>,
     next_ctx: u64,
     pub(super) raft_timer: Option<Time>,
     /// Servers that said hello, and whether each already belongs to a cluster.
-    seen: std::collections::BTreeMap<String, bool>,
+    seen: BTreeMap<String, bool>,
     next_hello: Time,
     next_retry: Time,
     leader_changed: bool,
