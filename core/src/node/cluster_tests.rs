@@ -209,6 +209,12 @@ fn operator_removes_a_peer() {
     };
     assert_eq!(c.servers.len(), 2);
     assert!(c.servers.iter().any(|s| s.leader));
+    let l = leader_index(&mut net);
+    let Body::Json(Reply::RaftConfiguration(c)) = net.call(l, ApiRequest::OperatorRaftConfiguration).body
+    else {
+        panic!("a configuration")
+    };
+    assert!(c.servers.iter().all(|s| s.last_index > 0), "the leader knows every member's log: {c:?}");
     assert_eq!(net.call(1, ApiRequest::OperatorRaftRemovePeer { address: Some(gone), id: None }).status, 500);
 }
 
@@ -236,8 +242,7 @@ fn a_due_raft_timer_runs_on_a_request_before_the_hosts_wakeup() {
     // fires; a leader whose heartbeat is due must still send it.
     let mut net = Net::new(3);
     net.run(Duration::from_secs(5));
-    let leader = net.leader().unwrap();
-    let l = net.ids.iter().position(|x| *x == leader).unwrap();
+    let l = leader_index(&mut net);
     net.now = net.now + Duration::from_millis(200);
     let mut out = vec![];
     let req = get("k", Consistency::Stale);
@@ -252,4 +257,9 @@ fn a_due_raft_timer_runs_on_a_request_before_the_hosts_wakeup() {
         })
         .count();
     assert_eq!(heartbeats, 2, "one heartbeat to each follower");
+}
+
+fn leader_index(net: &mut Net) -> usize {
+    let leader = net.leader().expect("a leader");
+    net.ids.iter().position(|x| *x == leader).expect("a member leads")
 }

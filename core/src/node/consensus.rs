@@ -592,7 +592,12 @@ impl Node {
                     leader: self.raft.leader() == Some(addr.as_str()),
                     protocol_version: "3".into(),
                     voter,
-                    last_index: if *addr == self.id { d.last_index.0 } else { 0 },
+                    // A leader knows what each follower holds; a follower only itself.
+                    last_index: if *addr == self.id {
+                        d.last_index.0
+                    } else {
+                        self.raft.matched(addr).map_or(0, |i| i.0)
+                    },
                 }
             })
             .collect();

@@ -401,6 +401,11 @@ impl Replica {
         Some(self.election.quiet_until - self.cfg.election_timeout)
     }
 
+    /// On a leader, the highest index each other member is known to hold.
+    pub fn matched(&self, peer: &str) -> Option<Index> {
+        self.leadership_ref()?.progress.get(peer).map(|p| p.matched)
+    }
+
     /// The configuration in force (the latest appended one).
     pub fn membership(&self) -> &Membership {
         self.configs.current()
