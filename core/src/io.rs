@@ -60,8 +60,9 @@ pub enum PersistOp {
     AppendLog { entries: Vec<Entry> },
     /// The term and vote, which must survive a restart before any message depends on them.
     HardState { term: Term, voted_for: Option<String> },
-    /// The state machine as of `index` (postcard bytes of `fsm::State`). Once durable, log
-    /// entries at or below `index` are no longer needed and may be deleted.
+    /// A snapshot as of `index` (the replica's image: the membership then and the state
+    /// machine's bytes). Once durable, log entries at or below `index` are no longer needed;
+    /// see `raft::disk::apply` for what it keeps.
     Snapshot { index: Index, term: Term, data: Vec<u8> },
 }
 
