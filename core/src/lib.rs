@@ -10,6 +10,7 @@ pub mod api;
 pub mod checks;
 pub mod fsm;
 pub mod fuzzing;
+pub mod gossip;
 pub mod ids;
 pub mod io;
 pub mod node;

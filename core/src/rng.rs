@@ -15,6 +15,7 @@ pub enum Stream {
     Ids = 4,
     AntiEntropy = 5,
     Raft = 6,
+    Gossip = 7,
 }
 
 /// A deterministic random source for one subsystem.

@@ -1,5 +1,5 @@
 //! The client-side CLI commands (`members`, `kv`, `catalog`, `services`,
-//! `info`, `operator`, `version`) and what they share.
+//! `info`, `operator`, `keygen`, `version`) and what they share.
 //!
 //! Owns: the command-line shape of each command (clap `Args`), the HTTP flags
 //! every agent-facing command accepts, and Consul's output formats. Each
@@ -12,6 +12,7 @@
 
 pub mod catalog;
 pub mod info;
+pub mod keygen;
 pub mod kv;
 pub mod members;
 pub mod operator;
@@ -54,6 +55,8 @@ pub enum Command {
         #[command(subcommand)]
         command: operator::OperatorCommand,
     },
+    /// Generates a new encryption key
+    Keygen,
     /// Prints the muster version
     Version,
 }
@@ -67,6 +70,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Services { command } => services::run(command).await.map(|()| ExitCode::SUCCESS),
         Command::Info(args) => info::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Operator { command } => operator::run(command).await.map(|()| ExitCode::SUCCESS),
+        Command::Keygen => keygen::run().map(|()| ExitCode::SUCCESS),
         Command::Version => emit(info::version_text().as_bytes()).map(|()| ExitCode::SUCCESS),
     }
 }

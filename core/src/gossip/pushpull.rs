@@ -1,0 +1,82 @@
+//! Full-state exchange over a stream: on join, periodically with a random live member,
+//! and as the reconnect attempt to a failed one (how partitions heal).
+//!
+//! Owns building a push-pull and merging a remote one. Merging never trusts a remote
+//! "dead" outright: it only makes the member suspect here, so the member gets its chance
+//! to refute (a remote "left" is taken as is, since only the member itself says it).
+
+use super::message::{MemberState, PushPull};
+use super::{Gossip, GossipEffect, State};
+use crate::time::Time;
+
+impl Gossip {
+    pub(super) fn push_pull_msg(&self, join: Option<u64>, reply: bool) -> PushPull {
+        let members = self
+            .members
+            .values()
+            .map(|m| MemberState {
+                member: m.id.clone(),
+                incarnation: m.incarnation,
+                state: m.state,
+                leaving: m.leaving,
+                intent: m.intent,
+            })
+            .collect();
+        PushPull {
+            from: self.me.addr.clone(),
+            join,
+            reply,
+            members,
+            member_clock: self.serf.member_clock.time(),
+            event_clock: self.serf.event_clock.time(),
+        }
+    }
+
+    /// Periodic sync with one random live member.
+    pub(super) fn push_pull_round(&mut self, out: &mut Vec<GossipEffect>) {
+        self.push_pull_with(State::Alive, out);
+    }
+
+    /// Serf's reconnect: a push-pull to one random failed member. If it is back, each side
+    /// learns the other's view and the stale "dead" is refuted.
+    pub(super) fn reconnect(&mut self, out: &mut Vec<GossipEffect>) {
+        self.push_pull_with(State::Dead, out);
+    }
+
+    fn push_pull_with(&mut self, state: State, out: &mut Vec<GossipEffect>) {
+        if self.has_left() {
+            return;
+        }
+        if let Some(name) = self.pick(1, |m| m.state == state).pop() {
+            let to = self.members[&name].id.addr.clone();
+            let msg = self.push_pull_msg(None, false);
+            out.push(GossipEffect::SendStream { to, msg });
+        }
+    }
+
+    pub(super) fn on_push_pull(&mut self, now: Time, msg: PushPull, out: &mut Vec<GossipEffect>) {
+        if !msg.reply {
+            let reply = self.push_pull_msg(msg.join, true);
+            out.push(GossipEffect::SendStream { to: msg.from.clone(), msg: reply });
+        }
+        self.serf.member_clock.witness(msg.member_clock);
+        self.serf.event_clock.witness(msg.event_clock);
+        if msg.reply && msg.join.is_some_and(|t| self.joins.contains_key(&t)) {
+            // A joiner does not replay events the pool saw before it arrived.
+            self.serf.ignore_events_before(msg.event_clock);
+        }
+        let me = self.me.name.clone();
+        for s in msg.members {
+            let name = s.member.name.clone();
+            match s.state {
+                State::Alive => self.on_alive(now, s.incarnation, s.member, out),
+                State::Left => self.on_dead(now, s.incarnation, name.clone(), name.clone(), out),
+                State::Dead | State::Suspect => self.on_suspect(now, s.incarnation, name.clone(), me.clone()),
+            }
+            self.merge_intent(now, &name, s.leaving, s.intent, out);
+        }
+        if let Some(token) = msg.join.filter(|_| msg.reply) {
+            self.join_answer(token, Ok(()), out);
+        }
+    }
+}
