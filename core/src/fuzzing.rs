@@ -4,12 +4,20 @@
 //! Owns nothing but the drivers: arbitrary bytes in, and the invariant each entry point must
 //! keep (no panic, deterministic results). Never used by the agent itself.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use crate::api::dns::{answer, DnsConfig, DnsQuestion, RecordType};
 use crate::fsm::catalog::{Catalog, Registration};
 use crate::fsm::kv::KvSetMode;
 use crate::fsm::{Command, State};
+use crate::gossip::keyring::{GossipKey, Keyring, SEAL_OVERHEAD};
+use crate::gossip::lifeguard::log10_ceil;
+use crate::gossip::wire::{Codec, Frame};
+use crate::gossip::{Change, Gossip, GossipConfig, GossipEffect, GossipError, GossipInput, Identity};
+use crate::gossip::{
+    Incarnation, LamportTime, MemberState, Msg, Packet, PushPull, State as GossipState, Tags,
+};
 use crate::ids::{Index, PersistToken, Term};
 use crate::io::{PersistOp, Recovered};
 use crate::raft::{disk, AppendResult, Entry, Membership, Message, RaftInput, RaftOutput, Replica};
@@ -409,6 +417,406 @@ impl RaftScript {
     }
 }
 
+/// Arbitrary bytes as a gossip datagram or stream frame, as is, behind a plain header, and
+/// sealed with a key the receiver holds: decoding never panics, a sealed body decodes
+/// exactly as the same body in plaintext, and whatever decodes re-encodes to an equal frame.
+pub fn gossip_packets(data: &[u8]) {
+    let keyring = fuzz_keyring();
+    let (plain, sealed) = (Codec::plain(), Codec::encrypted(keyring.clone()));
+    let nonce: [u8; 12] = std::array::from_fn(|i| data.get(i).copied().unwrap_or(0));
+    let probe = Frame::Packet(Packet { msgs: vec![] });
+    let plain_header = plain.encode(&probe, nonce)[..3].to_vec();
+    let sealed_header = sealed.encode(&probe, nonce)[..3].to_vec();
+    let in_plain = [&plain_header[..], data].concat();
+    // Sealed by either installed key (the secondary makes the receiver try both).
+    let mut sender = keyring;
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        let secondary = sender.keys()[1].clone();
+        sender.use_key(&secondary).expect("an installed key");
+    }
+    let in_seal = [&sealed_header[..], &sender.seal(data, nonce, &sealed_header)].concat();
+    for (codec, bytes) in [(&plain, data), (&sealed, data), (&plain, &in_plain), (&sealed, &in_plain)] {
+        if let Ok(frame) = codec.decode(bytes) {
+            gossip_round_trip(codec, &frame, nonce);
+        }
+    }
+    let opened = sealed.decode(&in_seal);
+    assert_eq!(opened.as_ref().ok(), plain.decode(&in_plain).as_ref().ok(), "sealing changes nothing");
+    if let Ok(frame) = opened {
+        gossip_round_trip(&sealed, &frame, nonce);
+    }
+}
+
+/// The fixed keyring both gossip targets use: an AES-256 primary and an AES-128 secondary.
+fn fuzz_keyring() -> Keyring {
+    let mut k = Keyring::new(GossipKey::from_bytes(&[7; 32]).expect("a 32-byte key"));
+    k.install(GossipKey::from_bytes(&[9; 16]).expect("a 16-byte key"));
+    k
+}
+
+fn gossip_round_trip(codec: &Codec, frame: &Frame, nonce: [u8; 12]) {
+    let again = codec.encode(frame, nonce);
+    assert_eq!(codec.decode(&again).ok().as_ref(), Some(frame), "a decoded frame survives the wire");
+}
+
+/// Arbitrary bytes as a script for one gossip member ("n0" at "a0"; the others are n1..n4
+/// at a1..a4, sometimes at a conflicting b-address): each step lets time pass, delivers a
+/// packet of messages built around what the member believes (incarnations and clocks near
+/// its own, acks for the probes it sent), a push-pull, a failed stream, or asks it to join,
+/// leave, force-leave or fire an event. Never panics, and after every step: its own
+/// incarnation never goes back, nor does any member's while remembered; a member seen dead
+/// or left comes back alive only with a higher incarnation (unless forgotten in between);
+/// the broadcast queue holds at most one item per (member, kind) plus the user events not yet
+/// sent their retransmit limit; the next deadline lies in the future; every packet fits the
+/// configured size once sealed; each join is answered once, each event delivered once, and
+/// `Left` comes once, only after `Leave`.
+pub fn gossip_node(data: &[u8]) {
+    GossipScript::run(data);
+}
+
+const GOSSIP_NAMES: [&str; 5] = ["n0", "n1", "n2", "n3", "n4"];
+
+/// A user event as the queue and the host see it: Lamport time, name, payload.
+type EventKey = (LamportTime, String, Vec<u8>);
+
+struct GossipScript {
+    g: Gossip,
+    now: Time,
+    own: Incarnation,
+    /// What each remembered member last looked like.
+    last: BTreeMap<String, (Incarnation, GossipState)>,
+    /// Sequence numbers of pings the member sent (direct and indirect), newest last.
+    seqs: VecDeque<u32>,
+    next_token: u64,
+    /// Joins asked for and not yet answered.
+    joins: BTreeSet<u64>,
+    leave_asked: bool,
+    left_seen: bool,
+    /// Every user event the member may have queued, and how often it went out since.
+    events: BTreeMap<EventKey, u32>,
+    delivered: BTreeSet<EventKey>,
+}
+
+impl Bytes<'_> {
+    /// A value near `base` (`base - 2 ..= base + 3`), sometimes zero or the type's maximum.
+    fn near_wide(&mut self, base: u64, max: u64) -> u64 {
+        match self.byte() % 32 {
+            30 => 0,
+            31 => max,
+            k => base.saturating_add(u64::from(k % 6)).saturating_sub(2).min(max),
+        }
+    }
+
+    fn gossip_name(&mut self) -> &'static str {
+        GOSSIP_NAMES[usize::from(self.byte()) % GOSSIP_NAMES.len()]
+    }
+
+    fn gossip_addr(&mut self) -> Arc<str> {
+        let i = usize::from(self.byte()) % GOSSIP_NAMES.len();
+        format!("a{i}").into()
+    }
+}
+
+impl GossipScript {
+    fn run(data: &[u8]) -> GossipScript {
+        let mut bytes = Bytes(data);
+        let mut script = GossipScript::new(bytes.byte());
+        while !bytes.0.is_empty() {
+            script.step(&mut bytes);
+        }
+        script
+    }
+
+    fn new(pick: u8) -> GossipScript {
+        let lan = GossipConfig::lan();
+        let cfg = match pick % 5 {
+            0 => lan,
+            1 => GossipConfig::wan(),
+            2 => lan.dev(),
+            3 => GossipConfig { user_coalesce_period: Duration::from_secs(1), ..lan },
+            _ => GossipConfig { lifeguard: false, ..lan },
+        };
+        let me = GossipScript::identity(0, false, false);
+        GossipScript {
+            g: Gossip::new(cfg, me, Rng::new([0; 32], Stream::Gossip)),
+            now: Time::ZERO,
+            own: Incarnation(0),
+            last: BTreeMap::new(),
+            seqs: VecDeque::new(),
+            next_token: 0,
+            joins: BTreeSet::new(),
+            leave_asked: false,
+            left_seen: false,
+            events: BTreeMap::new(),
+            delivered: BTreeSet::new(),
+        }
+    }
+
+    /// Member `i` as it introduces itself; `moved` gives it another address (a name
+    /// conflict while it lives), `tagged` a changed tag set.
+    fn identity(i: usize, moved: bool, tagged: bool) -> Identity {
+        let mut tags = Tags::new();
+        if tagged {
+            tags.insert("role".into(), "node".into());
+        }
+        let addr = format!("{}{i}", if moved { "b" } else { "a" });
+        Identity { name: GOSSIP_NAMES[i].into(), addr: addr.into(), tags }
+    }
+
+    fn some_identity(b: &mut Bytes) -> Arc<Identity> {
+        let i = usize::from(b.byte()) % GOSSIP_NAMES.len();
+        let flags = b.byte();
+        Arc::new(GossipScript::identity(i, flags % 8 == 7, flags % 8 == 6))
+    }
+
+    fn incarnation(&self, b: &mut Bytes, name: &str) -> Incarnation {
+        let base = self.g.member(name).map_or(0, |m| m.incarnation.0);
+        Incarnation(b.near_wide(u64::from(base), u64::from(u32::MAX)) as u32)
+    }
+
+    fn seq(&self, b: &mut Bytes) -> u32 {
+        let pick = usize::from(b.byte());
+        match self.seqs.len() {
+            0 => pick as u32 % 4,
+            n => self.seqs[pick % n],
+        }
+    }
+
+    fn msg(&mut self, b: &mut Bytes) -> Msg {
+        match b.byte() % 10 {
+            0 => Msg::Ping { seq: b.byte().into(), target: b.gossip_name().into() },
+            1 => Msg::IndirectPing {
+                seq: b.byte().into(),
+                target: b.gossip_name().into(),
+                addr: b.gossip_addr(),
+                reply_to: b.gossip_addr(),
+                nack: b.bit(),
+            },
+            2 => Msg::Ack { seq: self.seq(b) },
+            3 => Msg::Nack { seq: self.seq(b) },
+            4 => {
+                let member = GossipScript::some_identity(b);
+                Msg::Alive { incarnation: self.incarnation(b, &member.name), member }
+            }
+            5 => {
+                let node = b.gossip_name();
+                Msg::Suspect {
+                    incarnation: self.incarnation(b, node),
+                    node: node.into(),
+                    from: b.gossip_name().into(),
+                }
+            }
+            6 => {
+                let node = b.gossip_name();
+                let incarnation = self.incarnation(b, node);
+                // Half the time from the member itself: a graceful leave.
+                let from = if b.bit() { node } else { b.gossip_name() };
+                Msg::Dead { incarnation, node: node.into(), from: from.into() }
+            }
+            7 => Msg::Intent {
+                leave: b.bit(),
+                node: b.gossip_name().into(),
+                ltime: LamportTime(b.near_wide(self.g.member_clock().0, u64::MAX)),
+                prune: b.bit(),
+            },
+            _ => {
+                let ltime = LamportTime(b.near_wide(self.g.event_clock().0, u64::MAX));
+                let name = format!("e{}", b.byte() % 3);
+                let len = usize::from(b.byte() % 4);
+                let msg = Msg::User { ltime, name, payload: b.take(len).to_vec() };
+                if let Msg::User { ltime, name, payload } = &msg {
+                    self.events.entry((*ltime, name.clone(), payload.clone())).or_insert(0);
+                }
+                msg
+            }
+        }
+    }
+
+    fn push_pull(&self, b: &mut Bytes) -> PushPull {
+        let from = b.gossip_addr();
+        let join = match b.byte() % 4 {
+            0 => self.joins.iter().next().copied(),
+            1 => Some(self.next_token),
+            _ => None,
+        };
+        let reply = b.bit();
+        let mut members = Vec::new();
+        for _ in 0..b.byte() % 5 {
+            let member = GossipScript::some_identity(b);
+            let incarnation = self.incarnation(b, &member.name);
+            let state = [GossipState::Alive, GossipState::Suspect, GossipState::Dead, GossipState::Left]
+                [usize::from(b.byte() % 4)];
+            let leaving = b.bit();
+            let intent = LamportTime(b.near_wide(self.g.member_clock().0, u64::MAX));
+            members.push(MemberState { member, incarnation, state, leaving, intent });
+        }
+        let member_clock = LamportTime(b.near_wide(self.g.member_clock().0, u64::MAX));
+        let event_clock = LamportTime(b.near_wide(self.g.event_clock().0, u64::MAX));
+        PushPull { from, join, reply, members, member_clock, event_clock }
+    }
+
+    fn step(&mut self, b: &mut Bytes) {
+        let input = match b.byte() % 16 {
+            0..=3 => {
+                let n = b.byte();
+                self.now = match n % 8 {
+                    _ if n >= 0xa0 => self.now.max(self.g.next_deadline()),
+                    0..=3 => self.now + Duration::from_millis(u64::from(n) * 10),
+                    4 | 5 => self.now + Duration::from_secs(u64::from(n)),
+                    6 => self.now + Duration::from_secs(u64::from(n) * 60),
+                    _ => self.now + Duration::from_secs(u64::from(n % 32) * 3600),
+                };
+                GossipInput::Tick
+            }
+            4..=8 => {
+                let from = b.gossip_addr();
+                let msgs = (0..=b.byte() % 3).map(|_| self.msg(b)).collect();
+                GossipInput::Packet { from, packet: Packet { msgs } }
+            }
+            9 | 10 => GossipInput::Stream { msg: self.push_pull(b) },
+            11 => {
+                let join = if b.bit() { self.joins.iter().next_back().copied() } else { None };
+                GossipInput::StreamFailed { to: b.gossip_addr(), join }
+            }
+            12 => {
+                let mask = b.byte();
+                let addrs = (0..GOSSIP_NAMES.len()).filter(|i| mask & (1 << i) != 0);
+                let addrs = addrs.map(|i| Arc::from(format!("a{i}"))).collect();
+                self.next_token += 1;
+                self.joins.insert(self.next_token);
+                GossipInput::Join { token: self.next_token, addrs }
+            }
+            13 => {
+                self.leave_asked = true;
+                GossipInput::Leave
+            }
+            14 => {
+                let node = if b.byte() % 8 == 7 { "zz" } else { b.gossip_name() };
+                GossipInput::ForceLeave { node: node.into(), prune: b.bit() }
+            }
+            _ => {
+                let name = format!("e{}", b.byte() % 3);
+                let len = if b.byte() % 16 == 15 { 600 } else { usize::from(b.byte() % 8) };
+                let payload = b.take(len).to_vec();
+                // Fired at the current event clock, if the member accepts it.
+                self.events.entry((self.g.event_clock(), name.clone(), payload.clone())).or_insert(0);
+                GossipInput::UserEvent { name, payload }
+            }
+        };
+        let mut out = Vec::new();
+        let result = self.g.handle(self.now, input, &mut out);
+        if let Err(GossipError::UnknownMember(node)) = &result {
+            assert!(self.g.member(node).is_none(), "{node} is a member, yet unknown");
+        }
+        let mut forgotten = BTreeSet::new();
+        for e in out {
+            self.observe(e, &mut forgotten);
+        }
+        self.check(&forgotten);
+    }
+
+    /// Plays the host's part for one effect and checks what only an effect shows.
+    fn observe(&mut self, e: GossipEffect, forgotten: &mut BTreeSet<String>) {
+        match e {
+            GossipEffect::SendPacket { packet, .. } => {
+                let frame = Frame::Packet(packet);
+                let bytes = Codec::plain().encode(&frame, [0; 12]);
+                assert_eq!(
+                    Codec::plain().decode(&bytes).ok().as_ref(),
+                    Some(&frame),
+                    "a packet survives the wire"
+                );
+                let limit = self.g.config().packet_size;
+                assert!(
+                    bytes.len() + SEAL_OVERHEAD <= limit,
+                    "a {}-byte packet (sealed) exceeds the {limit}-byte limit: {frame:?}",
+                    bytes.len() + SEAL_OVERHEAD
+                );
+                let Frame::Packet(packet) = frame else { unreachable!() };
+                for m in packet.msgs {
+                    match m {
+                        Msg::Ping { seq, .. } | Msg::IndirectPing { seq, .. } => {
+                            self.seqs.push_back(seq);
+                            if self.seqs.len() > 8 {
+                                self.seqs.pop_front();
+                            }
+                        }
+                        Msg::User { ltime, name, payload } => {
+                            *self.events.entry((ltime, name, payload)).or_insert(0) += 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            GossipEffect::SendStream { msg, .. } => {
+                assert_eq!(msg.from.as_ref(), "a0", "a push-pull names its sender");
+                let frame = Frame::PushPull(msg);
+                let bytes = Codec::plain().encode(&frame, [0; 12]);
+                assert_eq!(
+                    Codec::plain().decode(&bytes).ok().as_ref(),
+                    Some(&frame),
+                    "a push-pull survives the wire"
+                );
+            }
+            GossipEffect::Member { change, member } => {
+                assert_ne!(member.name.as_ref(), "n0", "a member is not told about itself");
+                if change == Change::Reaped {
+                    forgotten.insert(member.name.to_string());
+                }
+            }
+            GossipEffect::UserEvent { ltime, name, payload } => {
+                assert!(self.delivered.insert((ltime, name, payload)), "an event is delivered once");
+            }
+            GossipEffect::Joined { token, .. } => {
+                assert!(self.joins.remove(&token), "join {token} answered twice, or never asked");
+            }
+            GossipEffect::Left => {
+                assert!(self.leave_asked && !self.left_seen, "Left once, and only after Leave");
+                self.left_seen = true;
+            }
+        }
+    }
+
+    /// What must hold after every step, whatever arrived.
+    fn check(&mut self, forgotten: &BTreeSet<String>) {
+        let g = &self.g;
+        let me = g.member("n0").expect("a member always knows itself");
+        assert!(
+            me.incarnation >= self.own,
+            "own incarnation went back: {:?} after {:?}",
+            me.incarnation,
+            self.own
+        );
+        self.own = me.incarnation;
+        self.last.retain(|name, _| !forgotten.contains(name) && g.member(name).is_some());
+        for m in g.members() {
+            let name = m.id.name.to_string();
+            if let Some((inc, state)) = self.last.get(&name) {
+                assert!(
+                    m.incarnation >= *inc,
+                    "{name}'s incarnation went back: {:?} after {inc:?}",
+                    m.incarnation
+                );
+                if matches!(state, GossipState::Dead | GossipState::Left) && m.state == GossipState::Alive {
+                    assert!(m.incarnation > *inc, "{name} came back from {state:?} at {inc:?}");
+                }
+            }
+            self.last.insert(name, (m.incarnation, m.state));
+        }
+        // Retransmits per broadcast: the small pool here never reaches ten members.
+        let limit = g.config().retransmit_mult.max(1) * log10_ceil(GOSSIP_NAMES.len());
+        let events = self.events.values().filter(|sent| **sent < limit).count();
+        let bound = 2 * GOSSIP_NAMES.len() + events;
+        assert!(
+            g.pending_broadcasts() <= bound,
+            "{} broadcasts pending, bound {bound}",
+            g.pending_broadcasts()
+        );
+        let next = g.next_deadline();
+        assert!(next > self.now, "deadline {next:?} not after now {:?}: the host would spin", self.now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,6 +863,52 @@ mod tests {
             let prefix: &[u8] = if lead { ELECT_A } else { &[] };
             raft_messages(&[prefix, &data].concat());
         }
+    }
+
+    fn gossip_frame() -> impl Strategy<Value = Frame> {
+        let name = "[a-c]{0,3}";
+        let msg = prop_oneof![
+            (any::<u32>(), name).prop_map(|(seq, t)| Msg::Ping { seq, target: t.into() }),
+            any::<u32>().prop_map(|seq| Msg::Ack { seq }),
+            (any::<u64>(), name, proptest::collection::vec(any::<u8>(), 0..4))
+                .prop_map(|(t, name, payload)| Msg::User { ltime: LamportTime(t), name, payload }),
+        ];
+        proptest::collection::vec(msg, 0..4).prop_map(|msgs| Frame::Packet(Packet { msgs }))
+    }
+
+    proptest! {
+        #[test]
+        fn gossip_packets_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            gossip_packets(&data);
+        }
+
+        /// Bodies that decode, so the round trip is exercised too.
+        #[test]
+        fn gossip_packets_on_encoded_frames(frame in gossip_frame()) {
+            gossip_packets(&postcard::to_allocvec(&frame).expect("frames encode"));
+        }
+
+        /// Half the cases start from a full member table, which random bytes rarely reach.
+        #[test]
+        fn gossip_node_keeps_the_invariants(
+            pool in any::<bool>(),
+            data in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let prefix: &[u8] = if pool { JOIN_POOL } else { &[] };
+            gossip_node(&[prefix, &data].concat());
+        }
+    }
+
+    /// A script that fills the member table: the LAN config, then a push-pull from a1 telling
+    /// of n1..n4 alive at incarnation 1.
+    const JOIN_POOL: &[u8] =
+        &[0, 9, 1, 2, 0, 4, 1, 0, 3, 0, 0, 2, 2, 0, 3, 0, 0, 2, 3, 0, 3, 0, 0, 2, 4, 0, 3, 0, 0, 2, 2, 2];
+
+    #[test]
+    fn the_pool_script_fills_the_member_table() {
+        let g = GossipScript::run(JOIN_POOL).g;
+        assert_eq!(g.alive_count(), 5);
+        assert!(g.members().all(|m| m.incarnation == Incarnation(1)));
     }
 
     /// A script that makes the replica lead term 1: boot, time out, a granted pre-vote from

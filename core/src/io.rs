@@ -29,8 +29,19 @@ pub enum Input {
     Undelivered { to: String, msg: PeerMessage },
     /// The persist failed; the node fail-stops rather than lie about durability.
     PersistFailed { token: PersistToken },
+    /// Bytes arrived on a gossip port: a datagram, or one frame read from a stream.
+    Gossip { pool: Pool, from: String, bytes: Vec<u8>, stream: bool },
+    /// A gossip stream to `to` could not be opened or written (`tag` as the send gave it).
+    GossipUnreachable { pool: Pool, to: String, tag: Option<u64> },
     /// The host wants the node to shut down cleanly.
     Shutdown,
+}
+
+/// The two gossip pools: every agent's datacenter-wide LAN pool, and the servers' WAN pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Pool {
+    Lan,
+    Wan,
 }
 
 /// Something the host must do, in the order given.
@@ -48,6 +59,11 @@ pub enum Effect {
     RunCheck { check: CheckId, run: RunId, spec: CheckSpec, timeout: Duration },
     /// Stop any run of this check still in flight; its result no longer matters.
     CancelCheck { check: CheckId },
+    /// Send gossip bytes to `to` (`host:port`): a datagram, or one frame over a fresh
+    /// stream. If a stream cannot be delivered, answer `GossipUnreachable` with `tag`.
+    Gossip { pool: Pool, to: String, bytes: Vec<u8>, stream: bool, tag: Option<u64> },
+    /// The agent left its pools gracefully (`/v1/agent/leave`): the host should stop.
+    Exit,
     /// Something worth telling observers (logs, the simulator's checkers).
     Emit(Event),
 }
@@ -78,10 +94,34 @@ pub struct Recovered {
 /// Observations for logs and checkers; they never feed behaviour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    BecameLeader { term: Term },
-    Applied { index: Index },
-    CheckChanged { check: CheckId, status: Health },
-    ServiceDeregistered { service_id: String, reason: String },
+    BecameLeader {
+        term: Term,
+    },
+    Applied {
+        index: Index,
+    },
+    CheckChanged {
+        check: CheckId,
+        status: Health,
+    },
+    ServiceDeregistered {
+        service_id: String,
+        reason: String,
+    },
+    /// A gossip member changed (joined, failed, left, reaped).
+    Member {
+        pool: Pool,
+        name: String,
+        change: crate::gossip::Change,
+    },
+    /// Gossip bytes that did not decode (garbage, wrong key) were dropped.
+    GossipDropped {
+        pool: Pool,
+        from: String,
+        reason: String,
+    },
     Stopped,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }

@@ -16,6 +16,8 @@ pub enum Stream {
     AntiEntropy = 5,
     Raft = 6,
     Gossip = 7,
+    Nonces = 8,
+    Events = 9,
 }
 
 /// A deterministic random source for one subsystem.

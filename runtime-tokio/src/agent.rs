@@ -12,7 +12,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use muster_core::agent::NodeInfo;
 use muster_core::api::dns::DnsConfig;
-use muster_core::node::{Config, Node, Ports, CONSUL_API_VERSION};
+use muster_core::gossip::keyring::{GossipKey, Keyring};
+use muster_core::gossip::wire::Codec;
+use muster_core::gossip::GossipConfig;
+use muster_core::io::Pool;
+use muster_core::node::{Config, GossipSetup, Node, Ports, CONSUL_API_VERSION};
 use muster_core::rng::{Rng, Stream};
 use muster_core::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
@@ -21,7 +25,7 @@ use crate::config::AgentConfig;
 use crate::disk::DiskLog;
 use crate::host::{Host, HostError, NodeHandle, Storage};
 use crate::http::HttpOptions;
-use crate::{decode, dns, http, rpc};
+use crate::{decode, dns, gossip, http, rpc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -43,6 +47,8 @@ pub enum AgentError {
     DataDir { path: String, err: std::io::Error },
     #[error(transparent)]
     Disk(#[from] crate::disk::DiskError),
+    #[error("invalid gossip encryption key: {0}")]
+    Encrypt(String),
 }
 
 /// A started agent: its handle and the addresses it actually listens on.
@@ -202,11 +208,9 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         // never starts an election.
         raft_heartbeat: cfg.raft_timing.election_timeout * 3 / 20,
         bootstrap_expect: cfg.bootstrap_expect,
-        retry_join: cfg
-            .retry_join
-            .iter()
-            .map(|j| server_id(j, cfg.ports.server))
-            .collect::<Result<_, _>>()?,
+        // Servers find each other through gossip tags; `-retry-join` joins the LAN pool.
+        retry_join: vec![],
+        gossip: Some(gossip_setup(cfg)?),
         rpc_hold_timeout: Duration::from_secs(7),
         services,
         checks,
@@ -218,9 +222,45 @@ fn node_is_alone(cfg: &AgentConfig) -> bool {
     cfg.retry_join.is_empty() && cfg.bootstrap_expect <= 1
 }
 
-/// A `-retry-join` entry as the server id peers know it by: `host[:port]` resolved to
-/// `ip:port`, with this agent's server port when none is given.
-fn server_id(join: &str, default_port: i32) -> Result<String, AgentError> {
+/// The agent's gossip pools: timing from `gossip_lan`/`gossip_wan`, the `encrypt` key, and
+/// the `-retry-join` addresses (`host[:port]`, this agent's serf port by default).
+fn gossip_setup(cfg: &AgentConfig) -> Result<GossipSetup, AgentError> {
+    let tune = |base: GossipConfig, g: &crate::config::GossipConfig| GossipConfig {
+        gossip_nodes: g.gossip_nodes as usize,
+        gossip_interval: g.gossip_interval,
+        probe_interval: g.probe_interval,
+        probe_timeout: g.probe_timeout,
+        suspicion_mult: g.suspicion_mult,
+        retransmit_mult: g.retransmit_mult,
+        ..base
+    };
+    let codec = match &cfg.encrypt {
+        Some(text) => {
+            let key = GossipKey::from_base64(text).map_err(|e| AgentError::Encrypt(e.to_string()))?;
+            Codec {
+                keyring: Some(Keyring::new(key)),
+                verify_incoming: cfg.encrypt_verify_incoming,
+                verify_outgoing: cfg.encrypt_verify_outgoing,
+            }
+        }
+        None => Codec::plain(),
+    };
+    let resolve = |list: &[String], port: i32| -> Result<Vec<String>, AgentError> {
+        list.iter().map(|j| resolve_addr(j, port)).collect()
+    };
+    Ok(GossipSetup {
+        lan: tune(GossipConfig::lan(), &cfg.gossip_lan),
+        wan: tune(GossipConfig::wan(), &cfg.gossip_wan),
+        codec,
+        join: resolve(&cfg.retry_join, cfg.ports.serf_lan)?,
+        join_wan: if cfg.server { resolve(&cfg.retry_join_wan, cfg.ports.serf_wan)? } else { vec![] },
+        retry_interval: cfg.retry_interval,
+        retry_interval_wan: cfg.retry_interval_wan,
+    })
+}
+
+/// `host[:port]` resolved to `ip:port`, with `default_port` when none is given.
+pub fn resolve_addr(join: &str, default_port: i32) -> Result<String, AgentError> {
     use std::net::ToSocketAddrs;
     let with_port = match socket(join, default_port) {
         Ok(addr) => return Ok(addr.to_string()),
@@ -266,8 +306,34 @@ fn socket(host: &str, port: i32) -> Result<SocketAddr, AgentError> {
     text.parse().map_err(|_| AgentError::Address(text))
 }
 
+/// Binds the gossip ports (LAN; WAN too on servers). A lone agent whose ports are taken
+/// runs without gossip, as `-dev` must keep working; anyone else fails to start.
+fn bind_gossip(cfg: &AgentConfig) -> Result<Vec<(Pool, gossip::Bound)>, AgentError> {
+    let mut pools = vec![(Pool::Lan, cfg.ports.serf_lan)];
+    if cfg.server && cfg.ports.serf_wan > 0 {
+        pools.push((Pool::Wan, cfg.ports.serf_wan));
+    }
+    let mut bound = Vec::new();
+    for (pool, port) in pools {
+        let addr = socket(&cfg.bind_addr, port)?;
+        match gossip::bind(addr) {
+            Ok(b) => bound.push((pool, b)),
+            Err(err) if node_is_alone(cfg) => {
+                tracing::warn!(%addr, error = %err, "gossip port unavailable; running without gossip");
+                return Ok(vec![]);
+            }
+            Err(err) => return Err(AgentError::Bind { what: "gossip", addr: addr.to_string(), err }),
+        }
+    }
+    Ok(bound)
+}
+
 /// Binds the listeners and starts the node. Ports of -1 stay closed.
-pub async fn start(cfg: &AgentConfig, node_cfg: Config, pretty: bool) -> Result<Running, AgentError> {
+pub async fn start(cfg: &AgentConfig, mut node_cfg: Config, pretty: bool) -> Result<Running, AgentError> {
+    let gossip_ports = bind_gossip(cfg)?;
+    if gossip_ports.is_empty() {
+        node_cfg.gossip = None;
+    }
     let (node, storage) = match &cfg.data_dir {
         Some(dir) => {
             let (log, recovered) = DiskLog::open(dir)?;
@@ -276,7 +342,15 @@ pub async fn start(cfg: &AgentConfig, node_cfg: Config, pretty: bool) -> Result<
         None => (Node::new(node_cfg, os_seed())?, Storage::Memory),
     };
     let me = format!("{}:{}", node.config().node.address, node.config().ports.server);
-    let (host, handle) = Host::new(node, Instant::now(), storage, me);
+    let (mut host, handle) = Host::new(node, Instant::now(), storage, me);
+    for (pool, bound) in gossip_ports {
+        let port = bound.serve(pool, host.deliveries()).map_err(|err| AgentError::Bind {
+            what: "gossip",
+            addr: format!("{pool:?}"),
+            err,
+        })?;
+        host.add_gossip(pool, port);
+    }
     if cfg.ports.server > 0 {
         let addr = socket(&cfg.bind_addr, cfg.ports.server)?;
         match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, host.deliveries())) {
@@ -294,6 +368,8 @@ pub async fn start(cfg: &AgentConfig, node_cfg: Config, pretty: bool) -> Result<
         kv_max_value_size: usize::try_from(cfg.kv_max_value_size).unwrap_or(usize::MAX),
         acl_default_policy: cfg.acl_default_policy.clone(),
         disable_unprintable_char_filter: cfg.disable_http_unprintable_char_filter,
+        serf_lan_port: cfg.ports.serf_lan,
+        serf_wan_port: cfg.ports.serf_wan,
     });
     let client_addrs = cfg.client_addrs();
     let hosts = |specific: &Option<String>| -> Vec<String> {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use muster_core::api::{ApiRequest, ApiResponse};
 use muster_core::fsm::catalog::Health;
 use muster_core::ids::{PersistToken, ReqId, RunId};
-use muster_core::io::{Effect, Event, Input};
+use muster_core::io::{Effect, Event, Input, Pool};
 use muster_core::node::Node;
 use muster_core::time::Time;
 use tokio::sync::{mpsc, oneshot};
@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 
 use crate::checks;
 use crate::disk::{self, DiskHandle, DiskLog};
+use crate::gossip::GossipPort;
 use crate::rpc::{Delivery, Transport};
 
 /// Messages IO tasks send to the host loop.
@@ -102,6 +103,7 @@ pub struct Host {
     transport: Transport,
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     delivery_tx: mpsc::UnboundedSender<Delivery>,
+    gossip: HashMap<Pool, GossipPort>,
 }
 
 impl Host {
@@ -133,8 +135,14 @@ impl Host {
             transport: Transport::new(me, delivery_tx.clone()),
             deliveries,
             delivery_tx,
+            gossip: HashMap::new(),
         };
         (host, handle)
+    }
+
+    /// Sends this pool's gossip through `port`.
+    pub fn add_gossip(&mut self, pool: Pool, port: GossipPort) {
+        self.gossip.insert(pool, port);
     }
 
     /// Where the server-port listener hands what peers send.
@@ -163,6 +171,8 @@ impl Host {
                 Some(d) = self.deliveries.recv() => match d {
                     Delivery::Received { from, msg } => Input::Peer { from, msg },
                     Delivery::Undelivered { to, msg } => Input::Undelivered { to, msg },
+                    Delivery::Gossip { pool, from, bytes, stream } => Input::Gossip { pool, from, bytes, stream },
+                    Delivery::GossipUnreachable { pool, to, tag } => Input::GossipUnreachable { pool, to, tag },
                 },
                 () = sleep => {
                     self.deadline = None;
@@ -235,6 +245,20 @@ impl Host {
                         }
                     }
                     Effect::Send { to, msg } => self.transport.send(to, msg),
+                    Effect::Gossip { pool, to, bytes, stream, tag } => {
+                        if let Some(port) = self.gossip.get(&pool) {
+                            port.send(to, bytes, stream, tag);
+                        }
+                    }
+                    Effect::Exit => {
+                        tracing::info!("left the cluster gracefully; stopping");
+                        // The leave request's answer is on its way: give it time to be written.
+                        let tx = self.tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            let _ = tx.send(HostMsg::Shutdown);
+                        });
+                    }
                     Effect::Emit(event) => log_event(&event)?,
                 }
             }
@@ -252,6 +276,12 @@ fn log_event(event: &Event) -> Result<(), HostError> {
         }
         Event::ServiceDeregistered { service_id, reason } => {
             tracing::warn!(service = %service_id, %reason, "service deregistered")
+        }
+        Event::Member { pool, name, change } => {
+            tracing::info!(?pool, member = %name, ?change, "member changed")
+        }
+        Event::GossipDropped { pool, from, reason } => {
+            tracing::warn!(?pool, %from, %reason, "gossip message dropped")
         }
         Event::Stopped => tracing::info!("node stopped"),
         Event::Failed { reason } => return Err(HostError::NodeFailed(reason.clone())),

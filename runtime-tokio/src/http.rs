@@ -40,6 +40,9 @@ pub struct HttpOptions {
     /// `acl.default_policy`, echoed in `X-Consul-Default-ACL-Policy`.
     pub acl_default_policy: String,
     pub disable_unprintable_char_filter: bool,
+    /// Default ports for `/v1/agent/join/:address` without a port.
+    pub serf_lan_port: i32,
+    pub serf_wan_port: i32,
 }
 
 /// Bodies of endpoints other than KV are capped here (Consul's txn limit), so a client
@@ -187,6 +190,11 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/health/state/", &[Method::GET]),
     ("/v1/agent/self", &[Method::GET]),
     ("/v1/agent/members", &[Method::GET]),
+    ("/v1/agent/join/", &[Method::PUT, Method::POST]),
+    ("/v1/agent/leave", &[Method::PUT, Method::POST]),
+    ("/v1/agent/force-leave/", &[Method::PUT, Method::POST]),
+    ("/v1/event/fire/", &[Method::PUT, Method::POST]),
+    ("/v1/event/list", &[Method::GET]),
     ("/v1/agent/services", &[Method::GET]),
     ("/v1/agent/checks", &[Method::GET]),
     ("/v1/agent/service/register", &[Method::PUT, Method::POST]),
@@ -425,7 +433,44 @@ fn build(
             ApiRequest::HealthState { state, q: query_opts(q, opts)? }
         }
         "/v1/agent/self" => ApiRequest::AgentSelf,
-        "/v1/agent/members" => ApiRequest::AgentMembers,
+        "/v1/agent/members" => {
+            let wan = flag(q, "wan");
+            if wan && q.get("segment").is_some_and(|s| !s.is_empty() && s != "_all") {
+                return Err(err(400, "Cannot provide a segment with wan=true"));
+            }
+            ApiRequest::AgentMembers { wan }
+        }
+        "/v1/agent/join/" => {
+            let wan = flag(q, "wan");
+            let port = if wan { opts.serf_wan_port } else { opts.serf_lan_port };
+            let target = require(param, "address to join")?;
+            let addr = crate::agent::resolve_addr(&target, port).map_err(|e| err(500, e.to_string()))?;
+            ApiRequest::AgentJoin { addr, wan }
+        }
+        "/v1/agent/leave" => ApiRequest::AgentLeave,
+        "/v1/agent/force-leave/" => ApiRequest::AgentForceLeave {
+            node: require(param, "node name")?,
+            prune: flag(q, "prune"),
+            wan: flag(q, "wan"),
+        },
+        "/v1/event/fire/" => {
+            check_dc(q, opts)?;
+            let name = require(param, "name")?;
+            let filter = |k: &str| -> Result<String, ApiError> {
+                let v = q.get(k).unwrap_or("").to_string();
+                regex::Regex::new(&v).map_err(|e| err(400, format!("Invalid {k} filter: {e}")))?;
+                Ok(v)
+            };
+            let (node, service, tag) = (filter("node")?, filter("service")?, filter("tag")?);
+            if !tag.is_empty() && service.is_empty() {
+                return Err(err(400, "Cannot provide tag filter without service filter"));
+            }
+            ApiRequest::EventFire { name, payload: body, node, service, tag }
+        }
+        "/v1/event/list" => ApiRequest::EventList {
+            name: q.get("name").filter(|n| !n.is_empty()).map(str::to_string),
+            q: query_opts(q, opts)?,
+        },
         "/v1/agent/services" => {
             post.filter = agent_filter(q)?;
             ApiRequest::AgentServices
@@ -494,6 +539,11 @@ fn build(
         }
         other => return Err(err(404, format!("Invalid URL path: {other} is not routed"))),
     })
+}
+
+/// A flag parameter: present with an empty or true value (`?wan`, `?wan=1`, `?prune`).
+fn flag(q: &Query, name: &str) -> bool {
+    q.get(name).is_some_and(|v| v.is_empty() || v == "1" || parse_bool(v) == Some(true))
 }
 
 fn agent_filter(q: &Query) -> Result<Option<Filter>, ApiError> {
@@ -684,6 +734,8 @@ mod tests {
             kv_max_value_size: 10,
             acl_default_policy: "allow".into(),
             disable_unprintable_char_filter: false,
+            serf_lan_port: 8301,
+            serf_wan_port: 8302,
         };
         let q = Query::parse(Some("index=5&wait=10s&stale"));
         let o = query_opts(&q, &opts).unwrap();

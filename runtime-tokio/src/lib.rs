@@ -11,6 +11,7 @@ pub mod decode;
 pub mod disk;
 pub mod dns;
 pub mod filter;
+pub mod gossip;
 pub mod host;
 pub mod http;
 pub mod rpc;

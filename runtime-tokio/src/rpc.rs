@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use muster_core::io::Pool;
 use muster_core::rpc::{self, Decoder, PeerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,8 +25,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// What the transport tells the host loop.
 pub enum Delivery {
-    Received { from: String, msg: PeerMessage },
-    Undelivered { to: String, msg: PeerMessage },
+    Received {
+        from: String,
+        msg: PeerMessage,
+    },
+    Undelivered {
+        to: String,
+        msg: PeerMessage,
+    },
+    /// Gossip bytes from `from` (a datagram, or one stream frame).
+    Gossip {
+        pool: Pool,
+        from: String,
+        bytes: Vec<u8>,
+        stream: bool,
+    },
+    GossipUnreachable {
+        pool: Pool,
+        to: String,
+        tag: Option<u64>,
+    },
 }
 
 /// Outbound connections, one queue and writer task per peer.
@@ -106,8 +125,8 @@ async fn write_loop(
     }
 }
 
-/// The server port's own runtime, started on first use.
-fn runtime() -> &'static Handle {
+/// The server port's own runtime (shared by the gossip ports), started on first use.
+pub(crate) fn runtime() -> &'static Handle {
     static RT: OnceLock<Handle> = OnceLock::new();
     RT.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()

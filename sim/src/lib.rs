@@ -406,9 +406,10 @@ impl World {
                 Effect::RunCheck { .. } | Effect::CancelCheck { .. } => {
                     return Err(self.fail("the workload registers only TTL checks, yet a probe ran".into()));
                 }
-                Effect::Send { to, .. } => {
+                Effect::Send { to, .. } | Effect::Gossip { to, .. } => {
                     return Err(self.fail(format!("a lone server sent a message to {to}")));
                 }
+                Effect::Exit => return Err(self.fail("the workload never asks the agent to leave".into())),
                 Effect::Emit(e) => self.record(format!("{} emit {e:?}", self.now)),
             }
         }

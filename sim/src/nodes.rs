@@ -181,6 +181,11 @@ impl Nodes {
                 self.env.persist(node, token, op)?;
             }
             Effect::Send { to, msg } => self.send(node, &to, &msg)?,
+            // This world's servers run without gossip (the gossip world covers it).
+            Effect::Gossip { to, .. } => {
+                return self.env.fail(format!("n{node} gossiped to {to} without gossip"))
+            }
+            Effect::Exit => return self.env.fail(format!("n{node} left, which nothing asked for")),
             Effect::Respond { id, resp } => self.answered(node, id.0 as usize, resp)?,
             Effect::Emit(Event::BecameLeader { term }) => {
                 self.env.mix(&[5, node as u64, term.0]);

@@ -74,6 +74,12 @@ impl Agent {
         let (http_port, dns_port) = (free_port(), free_port());
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         args.extend(["-http-port".into(), http_port.to_string(), "-dns-port".into(), dns_port.to_string()]);
+        // Gossip ports of their own, so agents of parallel tests never meet by accident.
+        for flag in ["-serf-lan-port", "-serf-wan-port"] {
+            if !args.iter().any(|a| a == flag) {
+                args.extend([flag.to_string(), free_port().to_string()]);
+            }
+        }
         let log = std::env::temp_dir().join(format!("muster-e2e-{http_port}.log"));
         std::fs::File::create(&log).expect("create agent log");
         let child = spawn_agent(&args, &log);
@@ -239,11 +245,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` servers that expect each other (`-bootstrap-expect n`, `-retry-join` all of
-    /// them) and waits until each knows a leader.
+    /// their gossip ports) and waits until each knows a leader.
     pub fn start(n: usize) -> Cluster {
         let server_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let serf_ports: Vec<String> = (0..n).map(|_| free_port().to_string()).collect();
         let dir = std::env::temp_dir().join(format!("muster-cluster-{}", server_ports[0]));
-        let joins: Vec<String> = server_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let joins: Vec<String> = serf_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let expect = n.to_string();
         let servers = (0..n)
             .map(|i| {
@@ -260,6 +267,8 @@ impl Cluster {
                     &node,
                     "-server-port",
                     &port,
+                    "-serf-lan-port",
+                    &serf_ports[i],
                 ]);
                 for j in &joins {
                     args.extend(["-retry-join", j.as_str()]);

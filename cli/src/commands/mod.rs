@@ -1,5 +1,5 @@
-//! The client-side CLI commands (`members`, `kv`, `catalog`, `services`,
-//! `info`, `operator`, `keygen`, `version`) and what they share.
+//! The client-side CLI commands (`members`, `join`, `leave`, `force-leave`,
+//! `event`, `kv`, `catalog`, `services`, `info`, `operator`, `keygen`, `version`) and what they share.
 //!
 //! Owns: the command-line shape of each command (clap `Args`), the HTTP flags
 //! every agent-facing command accepts, and Consul's output formats. Each
@@ -11,6 +11,7 @@
 //! stderr through `main`).
 
 pub mod catalog;
+pub mod gossip;
 pub mod info;
 pub mod keygen;
 pub mod kv;
@@ -33,6 +34,14 @@ use crate::client::Client;
 pub enum Command {
     /// Lists the members of a cluster
     Members(members::MembersArgs),
+    /// Tell the local agent to join a cluster
+    Join(gossip::JoinArgs),
+    /// Gracefully leaves the cluster and shuts down the local agent
+    Leave(gossip::LeaveArgs),
+    /// Forces a member of the cluster to enter the "left" state
+    ForceLeave(gossip::ForceLeaveArgs),
+    /// Fire a new event
+    Event(gossip::EventArgs),
     /// Interact with the key-value store
     Kv {
         #[command(subcommand)]
@@ -65,6 +74,10 @@ pub enum Command {
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Members(args) => members::run(args).await,
+        Command::Join(args) => gossip::join(args).await,
+        Command::Leave(args) => gossip::leave(args).await,
+        Command::ForceLeave(args) => gossip::force_leave(args).await,
+        Command::Event(args) => gossip::event(args).await,
         Command::Kv { command } => kv::run(command).await.map(|()| ExitCode::SUCCESS),
         Command::Catalog { command } => catalog::run(command).await.map(|()| ExitCode::SUCCESS),
         Command::Services { command } => services::run(command).await.map(|()| ExitCode::SUCCESS),

@@ -115,7 +115,33 @@ pub enum ApiRequest {
         q: QueryOpts,
     },
     AgentSelf,
-    AgentMembers,
+    AgentMembers {
+        wan: bool,
+    },
+    /// `PUT /v1/agent/join/:address[?wan]`: `addr` is `host:port`.
+    AgentJoin {
+        addr: String,
+        wan: bool,
+    },
+    AgentLeave,
+    AgentForceLeave {
+        node: String,
+        prune: bool,
+        wan: bool,
+    },
+    /// `PUT /v1/event/fire/:name`; the filters are regular expressions (validated).
+    EventFire {
+        name: String,
+        payload: Vec<u8>,
+        node: String,
+        service: String,
+        tag: String,
+    },
+    /// `GET /v1/event/list[?name=]`; blocks on the hash of the newest event's ID.
+    EventList {
+        name: Option<String>,
+        q: QueryOpts,
+    },
     AgentServices,
     AgentService {
         id: String,

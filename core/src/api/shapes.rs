@@ -30,6 +30,8 @@ pub enum Reply {
     AgentService(Box<AgentService>),
     AgentChecks(BTreeMap<String, HealthCheck>),
     Members(Vec<Member>),
+    Event(Box<UserEvent>),
+    Events(Vec<UserEvent>),
     AgentSelf(Box<AgentSelf>),
     RaftConfiguration(RaftConfiguration),
 }
@@ -210,6 +212,36 @@ pub struct Member {
     pub delegate_min: u8,
     pub delegate_max: u8,
     pub delegate_cur: u8,
+}
+
+/// A user event (`/v1/event/fire` and `/v1/event/list`): exactly Consul's eight keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserEvent {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "Name")]
+    pub name: String,
+    /// Base64 on the wire, `null` when empty.
+    #[serde(rename = "Payload", serialize_with = "base64_or_null")]
+    pub payload: Vec<u8>,
+    #[serde(rename = "NodeFilter")]
+    pub node_filter: String,
+    #[serde(rename = "ServiceFilter")]
+    pub service_filter: String,
+    #[serde(rename = "TagFilter")]
+    pub tag_filter: String,
+    #[serde(rename = "Version")]
+    pub version: u32,
+    #[serde(rename = "LTime")]
+    pub ltime: u64,
+}
+
+fn base64_or_null<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    if bytes.is_empty() {
+        s.serialize_none()
+    } else {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
 }
 
 /// `/v1/agent/self`; free-form sections are string maps, as Consul's `Stats` are.

@@ -18,6 +18,9 @@ pub enum Topic {
     Event,
 }
 
+/// The most broadcasts held at once (serf trims its queue at the same depth).
+const MAX_DEPTH: usize = 4096;
+
 #[derive(Debug)]
 struct Pending {
     topic: Topic,
@@ -41,6 +44,11 @@ impl Queue {
         }
         self.next_seq += 1;
         self.items.push(Pending { topic, msg, size, transmits: 0, seq: self.next_seq });
+        if self.items.len() > MAX_DEPTH {
+            // With nobody to gossip to, news piles up: keep the freshest.
+            self.items.sort_by(|a, b| a.transmits.cmp(&b.transmits).then(b.seq.cmp(&a.seq)));
+            self.items.truncate(MAX_DEPTH);
+        }
     }
 
     /// Takes broadcasts fitting `budget` bytes (each costing its size plus `overhead`),

@@ -26,17 +26,18 @@ impl LamportClock {
         self.0
     }
 
-    /// Advances the clock and returns the new reading.
+    /// Advances the clock and returns the new reading. Saturates: a peer can push the clock
+    /// to the end of its range, and that must not crash or rewind it.
     pub fn increment(&mut self) -> LamportTime {
-        self.0 = LamportTime(self.0 .0 + 1);
+        self.0 = LamportTime(self.0 .0.saturating_add(1));
         self.0
     }
 
-    /// Moves past a time seen from another member.
+    /// Catches up with a time seen from another member. Taking the maximum (rather than
+    /// one past it, as serf does) keeps push-pulls from inflating every clock, so a member
+    /// that joins through a busy peer does not discard later events of a quieter one.
     pub fn witness(&mut self, seen: LamportTime) {
-        if seen >= self.0 {
-            self.0 = LamportTime(seen.0 + 1);
-        }
+        self.0 = self.0.max(seen);
     }
 }
 
@@ -235,7 +236,7 @@ impl Gossip {
         let ltime = self.serf.event_clock.time();
         let msg = Msg::User { ltime, name, payload };
         let size = encoded_size(&msg);
-        let limit = self.cfg.user_event_size_limit.min(USER_EVENT_SIZE_CEILING);
+        let limit = self.cfg.user_event_size_limit.min(self.event_cap());
         if size > limit {
             return Err(GossipError::EventTooLarge { size, limit });
         }
@@ -245,12 +246,20 @@ impl Gossip {
         Ok(())
     }
 
+    /// The largest user event that can travel at all: within the hard ceiling, and small
+    /// enough to fit one packet.
+    fn event_cap(&self) -> usize {
+        let packet = self.cfg.packet_size.saturating_sub(super::wire::PACKET_OVERHEAD + 3);
+        USER_EVENT_SIZE_CEILING.min(packet)
+    }
+
     pub(super) fn on_user(&mut self, now: Time, ltime: LamportTime, name: String, payload: Vec<u8>) {
-        if !self.serf.admit(ltime, &name, &payload) {
-            return;
-        }
         let msg = Msg::User { ltime, name: name.clone(), payload: payload.clone() };
         let size = encoded_size(&msg);
+        // An event larger than any member may fire could never be re-gossiped whole.
+        if size > self.event_cap() || !self.serf.admit(ltime, &name, &payload) {
+            return;
+        }
         self.queue.push(Topic::Event, msg, size);
         self.serf.deliver(now, ltime, name, payload);
     }

@@ -15,6 +15,10 @@ use std::sync::Arc;
 /// share, rounded up generously).
 const MSG_OVERHEAD: usize = 3;
 
+/// Longest member name or address relayed in a probe, so a relayed ping always fits a
+/// packet (DNS labels, and so Consul node names, are far shorter).
+const MAX_NAME: usize = 256;
+
 impl Gossip {
     pub(super) fn on_packet(
         &mut self,
@@ -36,6 +40,9 @@ impl Gossip {
                 }
             }
             Msg::IndirectPing { seq, target, addr, reply_to, nack } => {
+                if target.len() > MAX_NAME || addr.len() > MAX_NAME || reply_to.len() > MAX_NAME {
+                    return;
+                }
                 let mine = self.next_seq();
                 let deadline = now + self.cfg.probe_timeout;
                 self.relays.insert(mine, Relay { reply_to, seq, deadline, nack });
@@ -243,13 +250,14 @@ impl Gossip {
 
     // ---- the incarnation rules ----
 
-    /// Raises our incarnation past `seen` and tells everyone we are alive.
+    /// Raises our incarnation past `seen` and tells everyone we are alive. Saturates at the
+    /// end of the range (news at `u32::MAX` is a hostile peer's; wrapping would rewind us).
     pub(super) fn refute(&mut self, seen: Incarnation) {
         if self.cfg.lifeguard {
             self.awareness.apply(1);
         }
         let me = self.me_mut();
-        me.incarnation = Incarnation(me.incarnation.0.max(seen.0) + 1);
+        me.incarnation = Incarnation(me.incarnation.0.max(seen.0).saturating_add(1));
         let incarnation = me.incarnation;
         let member = self.me.clone();
         self.broadcast_member(Msg::Alive { incarnation, member });

@@ -394,3 +394,33 @@ fn encryption_refuses_strangers_without_crashing() {
     let rolling = wire::Codec { verify_incoming: false, ..ours.clone() };
     assert_eq!(rolling.decode(&plain).unwrap(), frame);
 }
+
+/// Found by the `gossip_node` fuzz target: a peer's news at the end of the incarnation or
+/// Lamport range overflowed `+ 1` (a panic in debug builds, a rewound clock or incarnation in
+/// release ones). Both now saturate.
+#[test]
+fn news_at_the_end_of_the_counters_neither_crashes_nor_rewinds() {
+    let mut net = Net::new(1, lan());
+    let max = LamportTime(u64::MAX);
+    let msgs = vec![
+        Msg::Suspect { incarnation: Incarnation(u32::MAX), node: "n0".into(), from: "n1".into() },
+        Msg::Intent { leave: true, node: "n0".into(), ltime: max, prune: false },
+        Msg::User { ltime: max, name: "e".into(), payload: vec![] },
+    ];
+    net.input(0, GossipInput::Packet { from: addr(1), packet: Packet { msgs } }).unwrap();
+    let pp = PushPull {
+        from: addr(1),
+        join: None,
+        reply: true,
+        members: vec![],
+        member_clock: max,
+        event_clock: max,
+    };
+    net.input(0, GossipInput::Stream { msg: pp }).unwrap();
+    net.input(0, GossipInput::ForceLeave { node: "n0".into(), prune: false }).unwrap();
+    net.input(0, GossipInput::UserEvent { name: "late".into(), payload: vec![] }).unwrap();
+    let g = &net.nodes[0];
+    assert_eq!(g.member("n0").unwrap().incarnation, Incarnation(u32::MAX));
+    assert_eq!((g.member_clock(), g.event_clock()), (max, max));
+    assert_eq!(g.member("n0").unwrap().status(), MemberStatus::Alive);
+}

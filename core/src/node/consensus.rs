@@ -39,6 +39,10 @@ pub(super) enum Waiter {
     Synced(Vec<ReqId>),
     /// A follower forwarded it: reply with `Forwarded`.
     Remote { to: String, ctx: u64 },
+    /// The leader's membership reconcile: let the next one go.
+    Reconciled,
+    /// A left server's removal from Raft, which the reconcile retries if it failed.
+    PeerRemoved,
 }
 
 /// What a node hands to the cluster: work for the leader, or a read that needs a barrier.
@@ -295,6 +299,16 @@ impl Node {
             out.extend(ids.into_iter().map(|id| resp(id, ApiResponse::empty())));
             return;
         }
+        if let Waiter::Reconciled | Waiter::PeerRemoved = waiter {
+            let now = self.now;
+            if let Some(m) = self.membership.as_mut() {
+                match waiter {
+                    Waiter::Reconciled => m.reconciled(now, result.is_ok()),
+                    _ => m.reconciled_peer(now, result.is_ok()),
+                }
+            }
+            return;
+        }
         out.push(match (waiter, result) {
             (Waiter::Remote { to, ctx }, result) => {
                 Effect::Send { to, msg: PeerMessage::Forwarded { ctx, result } }
@@ -306,7 +320,9 @@ impl Node {
             (Waiter::Empty(id) | Waiter::Outcome(id), Err(reason)) => {
                 resp(id, ApiResponse::error(500, reason))
             }
-            (Waiter::Synced(_), _) => unreachable!("answered above"),
+            (Waiter::Synced(_) | Waiter::Reconciled | Waiter::PeerRemoved, _) => {
+                unreachable!("answered above")
+            }
         });
     }
 
@@ -431,13 +447,26 @@ impl Node {
         }
     }
 
-    /// Hellos to `-retry-join` peers, and work whose hold timeout ran out.
+    /// Servers to say hello to: those found through gossip tags, plus any configured
+    /// statically (the simulator's worlds).
+    pub(super) fn hello_targets(&self) -> Vec<String> {
+        let gossip = self.membership.as_ref().map(|m| m.servers.values().cloned().collect::<Vec<_>>());
+        let mut all: Vec<String> =
+            self.cfg.retry_join.iter().cloned().chain(gossip.unwrap_or_default()).collect();
+        all.sort();
+        all.dedup();
+        all.retain(|p| *p != self.id);
+        all
+    }
+
+    /// Hellos to known servers, and work whose hold timeout ran out.
     pub(super) fn poll_cluster(&mut self, now: Time, out: &mut Vec<Effect>) {
-        if !self.cfg.retry_join.is_empty() && now >= self.cluster.next_hello {
+        let targets = self.hello_targets();
+        if !targets.is_empty() && now >= self.cluster.next_hello {
             self.cluster.next_hello = now + HELLO_INTERVAL;
             let bootstrapped = self.bootstrapped();
-            for to in self.cfg.retry_join.iter().filter(|p| **p != self.id) {
-                out.push(Effect::Send { to: to.clone(), msg: PeerMessage::Hello { bootstrapped } });
+            for to in targets {
+                out.push(Effect::Send { to, msg: PeerMessage::Hello { bootstrapped } });
             }
         }
         let (expired, held): (Vec<Held>, Vec<Held>) =

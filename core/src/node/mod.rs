@@ -6,6 +6,7 @@
 //! step with the agent's local state. Never performs IO: everything leaves as an `Effect`.
 
 mod consensus;
+mod membership;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,8 @@ use crate::rpc::Work;
 use crate::server::{self, Parked};
 use crate::time::{Duration, Time};
 use consensus::{Cluster, Waiter};
+pub use membership::GossipSetup;
+use membership::Membership;
 
 /// The Consul release whose HTTP API muster speaks; clients branch on `Config.Version`.
 pub const CONSUL_API_VERSION: &str = "1.22.0";
@@ -77,8 +80,11 @@ pub struct Config {
     pub raft_heartbeat: Duration,
     /// `-bootstrap-expect`: form a cluster once this many servers know each other (0: off).
     pub bootstrap_expect: u32,
-    /// `-retry-join`: other servers' ids (`host:port` of their server port) to say hello to.
+    /// Servers (`host:port` of their server port) to say hello to without gossip: the
+    /// simulator's worlds use this; agents find servers through gossip tags instead.
     pub retry_join: Vec<String>,
+    /// Gossip pools; `None` runs without gossip (the simulator's Raft worlds).
+    pub gossip: Option<GossipSetup>,
     /// How long a request waits for a leader (Consul's `rpc_hold_timeout`).
     pub rpc_hold_timeout: Duration,
     /// Services and checks from config files.
@@ -112,6 +118,7 @@ impl Config {
             raft_heartbeat: Duration::from_millis(150),
             bootstrap_expect: 0,
             retry_join: vec![],
+            gossip: None,
             rpc_hold_timeout: Duration::from_secs(7),
             services: vec![],
             checks: vec![],
@@ -164,6 +171,7 @@ pub struct Node {
     now: Time,
     started: bool,
     failed: Option<String>,
+    membership: Option<Membership>,
 }
 
 impl Node {
@@ -195,7 +203,13 @@ impl Node {
             }
             snapshot_index = index;
         }
+        let membership = cfg.gossip.clone().map(|setup| {
+            let lan = Node::gossip_identity(&cfg, lan_tags(&cfg), false);
+            let wan = cfg.server.then(|| Node::gossip_identity(&cfg, wan_tags(&cfg), true));
+            Membership::new(setup, lan, wan, seed)
+        });
         Ok(Node {
+            membership,
             id,
             raft,
             cluster: Cluster::new(Rng::new(seed, Stream::Ids)),
@@ -255,6 +269,8 @@ impl Node {
             Input::Persisted { token } => self.drive(RaftInput::Persisted { token }, out),
             Input::Peer { from, msg } => self.on_peer(from, msg, out),
             Input::Undelivered { msg, .. } => self.undelivered(msg),
+            Input::Gossip { pool, from, bytes, stream } => self.on_gossip(pool, from, &bytes, stream, out),
+            Input::GossipUnreachable { pool, to, tag } => self.on_gossip_unreachable(pool, to, tag, out),
             Input::PersistFailed { token } => {
                 let reason = format!("persist {} failed; refusing to continue without durability", token.0);
                 out.push(Effect::Emit(Event::Failed { reason: reason.clone() }));
@@ -363,6 +379,7 @@ impl Node {
             }
         }
         self.poll_cluster(now, out);
+        self.poll_membership(now, out);
         if now >= self.next_full_sync {
             if self.sync(now, true, out) {
                 let jitter = self.ae_rng.below(self.cfg.ae_interval.as_nanos() as u64);
@@ -399,7 +416,8 @@ impl Node {
             self.agent.next_deadline(),
             self.parked.iter().map(|p| p.deadline).min(),
             Some(self.next_full_sync),
-            self.cluster.next_deadline(self.raft.leader().is_some(), !self.cfg.retry_join.is_empty()),
+            self.cluster.next_deadline(self.raft.leader().is_some(), !self.hello_targets().is_empty()),
+            self.membership.as_ref().map(|m| m.next_deadline()),
         ]
         .into_iter()
         .flatten()
@@ -531,9 +549,22 @@ impl Node {
             ApiRequest::AgentSelf => {
                 self.respond(id, ApiResponse::json(Reply::AgentSelf(Box::new(self.agent_self()))), out)
             }
-            ApiRequest::AgentMembers => {
-                self.respond(id, ApiResponse::json(Reply::Members(vec![self.member()])), out)
+            ApiRequest::AgentMembers { wan } => {
+                let resp = match self.members_json(wan) {
+                    Ok(members) => ApiResponse::json(Reply::Members(members)),
+                    Err(e) => ApiResponse::error(500, e),
+                };
+                self.respond(id, resp, out)
             }
+            ApiRequest::AgentJoin { addr, wan } => self.api_join(id, addr, wan, out),
+            ApiRequest::AgentLeave => self.api_leave(id, out),
+            ApiRequest::AgentForceLeave { node, prune, wan } => {
+                self.api_force_leave(id, node, prune, wan, out)
+            }
+            ApiRequest::EventFire { name, payload, node, service, tag } => {
+                self.api_fire(id, name, (payload, node, service, tag), out)
+            }
+            ApiRequest::EventList { name, q } => self.api_event_list(id, name, q, out),
             ApiRequest::AgentServices => {
                 let dc = &self.cfg.node.datacenter;
                 let map = self.agent.services().map(|s| (s.id.clone(), AgentService::new(s, dc))).collect();
@@ -747,30 +778,7 @@ impl Node {
 
     fn member(&self) -> Member {
         let c = &self.cfg;
-        let mut tags = BTreeMap::from([
-            ("role".to_string(), if c.server { "consul" } else { "node" }.to_string()),
-            ("dc".into(), c.node.datacenter.clone()),
-            ("segment".into(), String::new()),
-            ("id".into(), c.node.id.clone()),
-            ("vsn".into(), "2".into()),
-            ("vsn_min".into(), "2".into()),
-            ("vsn_max".into(), "3".into()),
-            ("build".into(), format!("{CONSUL_API_VERSION}:muster-{}", c.muster_version)),
-            ("acls".into(), "0".into()),
-            ("ft_fs".into(), "1".into()),
-            ("ft_si".into(), "1".into()),
-        ]);
-        if c.server {
-            tags.insert("port".into(), c.ports.server.to_string());
-            tags.insert("raft_vsn".into(), "3".into());
-            tags.insert("wan_join_port".into(), c.ports.serf_wan.to_string());
-            if c.bootstrap {
-                tags.insert("bootstrap".into(), "1".into());
-            }
-        }
-        if c.ports.grpc > 0 {
-            tags.insert("grpc_port".into(), c.ports.grpc.to_string());
-        }
+        let tags = lan_tags(c);
         Member {
             name: c.node.name.clone(),
             addr: c.node.address.clone(),
@@ -837,10 +845,10 @@ impl Node {
             ]),
         );
         stats.insert("runtime".into(), c.host_stats.clone());
-        stats.insert(
-            "serf_lan".into(),
-            s(&[("members", "1".into()), ("failed", "0".into()), ("left", "0".into())]),
-        );
+        stats.insert("serf_lan".into(), {
+            let (members, failed, left) = self.member_counts();
+            s(&[("members", members.to_string()), ("failed", failed.to_string()), ("left", left.to_string())])
+        });
         let xds = (c.ports.grpc > 0).then(|| Xds {
             supported_proxies: BTreeMap::new(),
             port: c.ports.grpc,
@@ -922,6 +930,46 @@ fn truncate_output(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{} ... (captured {max} of {} bytes)", &s[..end], s.len())
+}
+
+/// The tags this agent carries in the LAN pool (Consul's set: role, datacenter, versions,
+/// and for servers the RPC port and bootstrap expectations).
+fn lan_tags(c: &Config) -> BTreeMap<String, String> {
+    let mut tags = BTreeMap::from([
+        ("role".to_string(), if c.server { "consul" } else { "node" }.to_string()),
+        ("dc".into(), c.node.datacenter.clone()),
+        ("segment".into(), String::new()),
+        ("id".into(), c.node.id.clone()),
+        ("vsn".into(), "2".into()),
+        ("vsn_min".into(), "2".into()),
+        ("vsn_max".into(), "3".into()),
+        ("build".into(), format!("{CONSUL_API_VERSION}:muster-{}", c.muster_version)),
+        ("acls".into(), "0".into()),
+        ("ft_fs".into(), "1".into()),
+        ("ft_si".into(), "1".into()),
+    ]);
+    if c.server {
+        tags.insert("port".into(), c.ports.server.to_string());
+        tags.insert("raft_vsn".into(), "3".into());
+        tags.insert("wan_join_port".into(), c.ports.serf_wan.to_string());
+        if c.bootstrap {
+            tags.insert("bootstrap".into(), "1".into());
+        }
+        if c.bootstrap_expect > 0 {
+            tags.insert("expect".into(), c.bootstrap_expect.to_string());
+        }
+    }
+    if c.ports.grpc > 0 {
+        tags.insert("grpc_port".into(), c.ports.grpc.to_string());
+    }
+    tags
+}
+
+/// WAN tags: a server's role, datacenter and RPC port, which is how other datacenters
+/// find it.
+fn wan_tags(c: &Config) -> BTreeMap<String, String> {
+    let keep = ["role", "dc", "id", "port", "build", "vsn", "vsn_min", "vsn_max", "raft_vsn", "segment"];
+    lan_tags(c).into_iter().filter(|(k, _)| keep.contains(&k.as_str())).collect()
 }
 
 #[cfg(test)]

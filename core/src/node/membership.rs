@@ -1,0 +1,693 @@
+//! The agent's side of gossip: its LAN pool (and, on servers, the WAN pool), joins and
+//! retries, leave and force-leave, user events, server discovery, and — on the leader —
+//! reconciling the catalog with who is alive (`serfHealth`).
+//!
+//! Owns turning gossip effects into agent behaviour and bytes on the wire (through the
+//! codec, so encryption and garbage handling live at one edge). Never runs SWIM itself
+//! (`gossip` does) and never writes the catalog except through Raft like any other write.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use super::{Effect, Node, Reply, SERF_HEALTH};
+use crate::api::shapes::{Member as MemberJson, UserEvent};
+use crate::api::{ApiResponse, QueryMeta, QueryOpts};
+use crate::fsm::catalog::{Deregistration, Health, HealthCheck, Registration};
+use crate::fsm::Command;
+use crate::gossip::wire::{Codec, Frame};
+use crate::gossip::{Change, Gossip, GossipConfig, GossipEffect, GossipInput, Identity, MemberStatus, Tags};
+use crate::ids::{Index, ReqId};
+use crate::io::{Event, Pool};
+use crate::rng::{Rng, Stream};
+use crate::rpc::Work;
+use crate::time::{Duration, Time};
+use serde::{Deserialize, Serialize};
+
+/// How many received user events `/v1/event/list` keeps.
+const EVENT_RING: usize = 256;
+
+/// How often the leader compares the whole member list with the catalog, beyond reacting
+/// to each change (Consul: 60 s).
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How soon a reconcile that could not be written is tried again.
+const RECONCILE_RETRY: Duration = Duration::from_secs(1);
+
+/// What the agent's gossip needs from its configuration.
+#[derive(Clone, Debug)]
+pub struct GossipSetup {
+    pub lan: GossipConfig,
+    pub wan: GossipConfig,
+    pub codec: Codec,
+    /// `-join`/`-retry-join`: LAN gossip addresses, `host:port`.
+    pub join: Vec<String>,
+    /// `-retry-join-wan` (servers only).
+    pub join_wan: Vec<String>,
+    pub retry_interval: Duration,
+    pub retry_interval_wan: Duration,
+}
+
+/// A user event as it travels inside a gossip user message (whose name is the event's).
+#[derive(Serialize, Deserialize)]
+struct EventBody {
+    id: String,
+    payload: Vec<u8>,
+    node_filter: String,
+    service_filter: String,
+    tag_filter: String,
+}
+
+#[derive(Debug)]
+enum Joiner {
+    Request(ReqId),
+    Retry(Pool),
+    /// A WAN join a LAN server's arrival prompted; its outcome only matters to logs.
+    Flood,
+}
+
+#[derive(Debug)]
+struct EventWaiter {
+    id: ReqId,
+    name: Option<String>,
+    hash: u64,
+    deadline: Time,
+}
+
+#[derive(Debug)]
+pub(super) struct Membership {
+    lan: Gossip,
+    wan: Option<Gossip>,
+    codec: Codec,
+    nonces: Rng,
+    ids: Rng,
+    setup: GossipSetup,
+    /// Next `-retry-join` attempt per pool; `None` once joined (or nothing to join).
+    retry: BTreeMap<Pool, Time>,
+    next_token: u64,
+    joins: BTreeMap<u64, Joiner>,
+    leaving: Vec<ReqId>,
+    events: VecDeque<UserEvent>,
+    event_waiters: Vec<EventWaiter>,
+    /// LAN members of this datacenter that are servers: name → server RPC address.
+    pub(super) servers: BTreeMap<String, String>,
+    dirty: bool,
+    reconciling: bool,
+    next_reconcile: Time,
+}
+
+impl Membership {
+    pub(super) fn new(
+        setup: GossipSetup,
+        lan_me: Identity,
+        wan_me: Option<Identity>,
+        seed: [u8; 32],
+    ) -> Membership {
+        let mut wan_seed = seed;
+        wan_seed[31] ^= 0x5a;
+        let retry = [
+            (Pool::Lan, !setup.join.is_empty()),
+            (Pool::Wan, wan_me.is_some() && !setup.join_wan.is_empty()),
+        ]
+        .into_iter()
+        .filter(|(_, any)| *any)
+        .map(|(p, _)| (p, Time::ZERO))
+        .collect();
+        Membership {
+            lan: Gossip::new(setup.lan.clone(), lan_me, Rng::new(seed, Stream::Gossip)),
+            wan: wan_me.map(|me| Gossip::new(setup.wan.clone(), me, Rng::new(wan_seed, Stream::Gossip))),
+            codec: setup.codec.clone(),
+            nonces: Rng::new(seed, Stream::Nonces),
+            ids: Rng::new(seed, Stream::Events),
+            setup,
+            retry,
+            next_token: 0,
+            joins: BTreeMap::new(),
+            leaving: Vec::new(),
+            events: VecDeque::new(),
+            event_waiters: Vec::new(),
+            servers: BTreeMap::new(),
+            dirty: true,
+            reconciling: false,
+            next_reconcile: Time::ZERO,
+        }
+    }
+
+    fn pool(&mut self, pool: Pool) -> Option<&mut Gossip> {
+        match pool {
+            Pool::Lan => Some(&mut self.lan),
+            Pool::Wan => self.wan.as_mut(),
+        }
+    }
+
+    pub(super) fn next_deadline(&self) -> Time {
+        let mut t = self.lan.next_deadline();
+        if let Some(w) = &self.wan {
+            t = t.min(w.next_deadline());
+        }
+        let rest = [self.retry.values().min().copied(), self.event_waiters.iter().map(|w| w.deadline).min()];
+        rest.into_iter().flatten().fold(t.min(self.next_reconcile), Time::min)
+    }
+
+    /// A reconcile's writes landed (or failed: then try again shortly, not at once, since
+    /// a leader change or a membership change in progress is the usual reason).
+    pub(super) fn reconciled(&mut self, now: Time, ok: bool) {
+        self.reconciling = false;
+        if !ok {
+            self.next_reconcile = self.next_reconcile.min(now + RECONCILE_RETRY);
+        }
+    }
+
+    pub(super) fn reconciled_peer(&mut self, now: Time, ok: bool) {
+        if !ok {
+            self.next_reconcile = self.next_reconcile.min(now + RECONCILE_RETRY);
+        }
+    }
+
+    fn encode(&mut self, frame: &Frame) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        nonce[..8].copy_from_slice(&self.nonces.next_u64().to_le_bytes());
+        nonce[8..].copy_from_slice(&(self.nonces.next_u64() as u32).to_le_bytes());
+        self.codec.encode(frame, nonce)
+    }
+}
+
+/// Consul's event index: the two halves of the newest event's UUID, XORed (1 if none).
+fn events_hash(events: &VecDeque<UserEvent>) -> u64 {
+    let Some(last) = events.back() else { return 1 };
+    let hex: String = last.id.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    let half = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
+    if hex.len() != 32 {
+        return 1;
+    }
+    (half(&hex[..16]) ^ half(&hex[16..])).max(1)
+}
+
+fn status_code(s: MemberStatus) -> u8 {
+    s as u8
+}
+
+/// Splits `host:port` (the form gossip addresses take).
+fn split_addr(addr: &str) -> (String, u16) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().unwrap_or(0)),
+        None => (addr.to_string(), 0),
+    }
+}
+
+impl Node {
+    /// Feeds one gossip input to a pool and carries out what it asks.
+    fn gossip_input(&mut self, pool: Pool, input: GossipInput, out: &mut Vec<Effect>) -> Result<(), String> {
+        let now = self.now;
+        let Some(m) = self.membership.as_mut() else { return Err("gossip is not enabled".into()) };
+        let Some(g) = m.pool(pool) else { return Err("this agent is not in the WAN pool".into()) };
+        let mut effects = Vec::new();
+        let result = g.handle(now, input, &mut effects).map_err(|e| e.to_string());
+        for e in effects {
+            self.gossip_effect(pool, e, out);
+        }
+        result
+    }
+
+    pub(super) fn on_gossip(
+        &mut self,
+        pool: Pool,
+        from: String,
+        bytes: &[u8],
+        stream: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let Some(m) = self.membership.as_ref() else { return };
+        let input = match (m.codec.decode(bytes), stream) {
+            (Ok(Frame::Packet(packet)), false) => GossipInput::Packet { from: from.into(), packet },
+            (Ok(Frame::PushPull(msg)), true) => GossipInput::Stream { msg },
+            (Ok(_), _) => {
+                let reason = "a frame on the wrong transport".to_string();
+                out.push(Effect::Emit(Event::GossipDropped { pool, from, reason }));
+                return;
+            }
+            (Err(e), _) => {
+                out.push(Effect::Emit(Event::GossipDropped { pool, from, reason: e.to_string() }));
+                return;
+            }
+        };
+        let _ = self.gossip_input(pool, input, out);
+    }
+
+    pub(super) fn on_gossip_unreachable(
+        &mut self,
+        pool: Pool,
+        to: String,
+        tag: Option<u64>,
+        out: &mut Vec<Effect>,
+    ) {
+        let _ = self.gossip_input(pool, GossipInput::StreamFailed { to: to.into(), join: tag }, out);
+    }
+
+    fn gossip_effect(&mut self, pool: Pool, e: GossipEffect, out: &mut Vec<Effect>) {
+        let Some(m) = self.membership.as_mut() else { return };
+        match e {
+            GossipEffect::SendPacket { to, packet } => {
+                let bytes = m.encode(&Frame::Packet(packet));
+                out.push(Effect::Gossip { pool, to: to.to_string(), bytes, stream: false, tag: None });
+            }
+            GossipEffect::SendStream { to, msg } => {
+                let tag = msg.join;
+                let bytes = m.encode(&Frame::PushPull(msg));
+                out.push(Effect::Gossip { pool, to: to.to_string(), bytes, stream: true, tag });
+            }
+            GossipEffect::Member { change, member } => {
+                if pool == Pool::Lan {
+                    m.dirty = true;
+                    let server = member.tags.get("role").is_some_and(|r| r == "consul")
+                        && member.tags.get("dc") == Some(&self.cfg.node.datacenter);
+                    if server && member.name.as_ref() != self.cfg.node.name {
+                        let (host, _) = split_addr(&member.addr);
+                        let rpc = member.tags.get("port").map(|p| format!("{host}:{p}"));
+                        match (change, rpc) {
+                            (Change::Joined | Change::Updated, Some(rpc)) => {
+                                m.servers.insert(member.name.to_string(), rpc);
+                                self.flood_wan(&member, out);
+                            }
+                            (Change::Left | Change::Reaped, _) => {
+                                m.servers.remove(member.name.as_ref());
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                let name = member.name.to_string();
+                out.push(Effect::Emit(Event::Member { pool, name, change }));
+            }
+            GossipEffect::UserEvent { ltime, name, payload } => {
+                if pool == Pool::Lan {
+                    self.on_user_event(ltime.0, name, &payload, out);
+                }
+            }
+            GossipEffect::Joined { token, result } => match m.joins.remove(&token) {
+                Some(Joiner::Request(id)) => out.push(Effect::Respond {
+                    id,
+                    resp: match result {
+                        Ok(_) => ApiResponse::empty(),
+                        Err(e) => ApiResponse::error(500, e),
+                    },
+                }),
+                Some(Joiner::Retry(p)) => match result {
+                    Ok(n) => {
+                        tracing::info!(pool = ?p, contacted = n, "joined the gossip pool");
+                        m.retry.remove(&p);
+                    }
+                    Err(e) => tracing::warn!(pool = ?p, error = %e, "join failed; retrying"),
+                },
+                Some(Joiner::Flood) => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "WAN join of a LAN server failed");
+                    }
+                }
+                None => {}
+            },
+            GossipEffect::Left => {
+                if pool == Pool::Lan {
+                    for id in std::mem::take(&mut m.leaving) {
+                        out.push(Effect::Respond { id, resp: ApiResponse::empty() });
+                    }
+                    out.push(Effect::Exit);
+                }
+            }
+        }
+    }
+
+    /// A server of this datacenter appeared in the LAN pool: servers also meet in the WAN
+    /// pool, so join it there unless it is already a WAN member (Consul's flood join).
+    fn flood_wan(&mut self, server: &Identity, out: &mut Vec<Effect>) {
+        let Some(m) = self.membership.as_mut() else { return };
+        let Some(wan) = m.wan.as_ref() else { return };
+        let wan_name = format!("{}.{}", server.name, self.cfg.node.datacenter);
+        let Some(port) = server.tags.get("wan_join_port") else { return };
+        if wan.member(&wan_name).is_some() {
+            return;
+        }
+        let (host, _) = split_addr(&server.addr);
+        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        m.next_token += 1;
+        let token = m.next_token;
+        m.joins.insert(token, Joiner::Flood);
+        let _ = self.gossip_input(Pool::Wan, GossipInput::Join { token, addrs: vec![addr.into()] }, out);
+    }
+
+    /// Starts joins due for `-retry-join`, runs gossip timers, times out event waiters and,
+    /// on the leader, reconciles the catalog with the member list.
+    pub(super) fn poll_membership(&mut self, now: Time, out: &mut Vec<Effect>) {
+        let Some(m) = self.membership.as_ref() else { return };
+        let due: Vec<Pool> = m.retry.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
+        for pool in due {
+            let Some(m) = self.membership.as_mut() else { return };
+            let (addrs, every) = match pool {
+                Pool::Lan => (m.setup.join.clone(), m.setup.retry_interval),
+                Pool::Wan => (m.setup.join_wan.clone(), m.setup.retry_interval_wan),
+            };
+            m.retry.insert(pool, now + every);
+            m.next_token += 1;
+            let token = m.next_token;
+            m.joins.insert(token, Joiner::Retry(pool));
+            let addrs = addrs.into_iter().map(Arc::from).collect();
+            let _ = self.gossip_input(pool, GossipInput::Join { token, addrs }, out);
+        }
+        for pool in [Pool::Lan, Pool::Wan] {
+            let Some(m) = self.membership.as_mut() else { return };
+            if m.pool(pool).is_some_and(|g| g.next_deadline() <= now) {
+                let _ = self.gossip_input(pool, GossipInput::Tick, out);
+            }
+        }
+        let Some(m) = self.membership.as_mut() else { return };
+        let (expired, waiting): (Vec<EventWaiter>, Vec<EventWaiter>) =
+            std::mem::take(&mut m.event_waiters).into_iter().partition(|w| w.deadline <= now);
+        m.event_waiters = waiting;
+        for w in expired {
+            let resp = self.event_list(w.name.as_deref());
+            out.push(Effect::Respond { id: w.id, resp });
+        }
+        self.reconcile_members(now, out);
+    }
+
+    // ---- API ----
+
+    pub(super) fn members_json(&self, wan: bool) -> Result<Vec<MemberJson>, String> {
+        let Some(m) = self.membership.as_ref() else { return Ok(vec![self.member()]) };
+        let g =
+            if wan { m.wan.as_ref().ok_or("this agent is not a member of the WAN pool")? } else { &m.lan };
+        Ok(g.members()
+            .map(|mem| {
+                let (addr, port) = split_addr(&mem.id.addr);
+                MemberJson {
+                    name: mem.id.name.to_string(),
+                    addr,
+                    port,
+                    tags: mem.id.tags.clone(),
+                    status: status_code(mem.status()),
+                    ..self.member()
+                }
+            })
+            .collect())
+    }
+
+    /// (alive, failed, left) LAN member counts for `agent/self` stats.
+    pub(super) fn member_counts(&self) -> (usize, usize, usize) {
+        let Some(m) = self.membership.as_ref() else { return (1, 0, 0) };
+        let count = |s: MemberStatus| m.lan.members().filter(|x| x.status() == s).count();
+        (
+            count(MemberStatus::Alive) + count(MemberStatus::Leaving),
+            count(MemberStatus::Failed),
+            count(MemberStatus::Left),
+        )
+    }
+
+    pub(super) fn api_join(&mut self, id: ReqId, addr: String, wan: bool, out: &mut Vec<Effect>) {
+        let pool = if wan { Pool::Wan } else { Pool::Lan };
+        let Some(m) = self.membership.as_mut() else {
+            return out.push(Effect::Respond { id, resp: ApiResponse::error(500, "gossip is not enabled") });
+        };
+        m.next_token += 1;
+        let token = m.next_token;
+        m.joins.insert(token, Joiner::Request(id));
+        if let Err(e) = self.gossip_input(pool, GossipInput::Join { token, addrs: vec![addr.into()] }, out) {
+            if let Some(m) = self.membership.as_mut() {
+                m.joins.remove(&token);
+            }
+            out.push(Effect::Respond { id, resp: ApiResponse::error(500, e) });
+        }
+    }
+
+    pub(super) fn api_leave(&mut self, id: ReqId, out: &mut Vec<Effect>) {
+        let Some(m) = self.membership.as_mut() else {
+            out.push(Effect::Respond { id, resp: ApiResponse::empty() });
+            return out.push(Effect::Exit);
+        };
+        m.leaving.push(id);
+        if m.wan.is_some() {
+            let _ = self.gossip_input(Pool::Wan, GossipInput::Leave, out);
+        }
+        let _ = self.gossip_input(Pool::Lan, GossipInput::Leave, out);
+    }
+
+    pub(super) fn api_force_leave(
+        &mut self,
+        id: ReqId,
+        node: String,
+        prune: bool,
+        wan: bool,
+        out: &mut Vec<Effect>,
+    ) {
+        let pool = if wan { Pool::Wan } else { Pool::Lan };
+        let resp = match self.gossip_input(pool, GossipInput::ForceLeave { node, prune }, out) {
+            Ok(()) => ApiResponse::empty(),
+            Err(e) => ApiResponse::error(500, e),
+        };
+        out.push(Effect::Respond { id, resp });
+    }
+
+    pub(super) fn api_fire(
+        &mut self,
+        id: ReqId,
+        name: String,
+        body: (Vec<u8>, String, String, String),
+        out: &mut Vec<Effect>,
+    ) {
+        let (payload, node_filter, service_filter, tag_filter) = body;
+        let Some(m) = self.membership.as_mut() else {
+            return out.push(Effect::Respond { id, resp: ApiResponse::error(500, "gossip is not enabled") });
+        };
+        let event = UserEvent {
+            id: m.ids.uuid(),
+            name: name.clone(),
+            payload,
+            node_filter,
+            service_filter,
+            tag_filter,
+            version: 1,
+            ltime: 0,
+        };
+        let body = EventBody {
+            id: event.id.clone(),
+            payload: event.payload.clone(),
+            node_filter: event.node_filter.clone(),
+            service_filter: event.service_filter.clone(),
+            tag_filter: event.tag_filter.clone(),
+        };
+        let payload = postcard::to_allocvec(&body).expect("event bodies serialize");
+        let resp = match self.gossip_input(Pool::Lan, GossipInput::UserEvent { name, payload }, out) {
+            Ok(()) => ApiResponse::json(Reply::Event(Box::new(event))),
+            Err(e) => ApiResponse::error(500, e),
+        };
+        out.push(Effect::Respond { id, resp });
+    }
+
+    /// A user event arrived: keep it if its filters match this agent, wake list waiters.
+    fn on_user_event(&mut self, ltime: u64, name: String, payload: &[u8], out: &mut Vec<Effect>) {
+        let Ok(body) = postcard::from_bytes::<EventBody>(payload) else { return };
+        if !self.event_matches(&body) {
+            return;
+        }
+        let event = UserEvent {
+            id: body.id,
+            name,
+            payload: body.payload,
+            node_filter: body.node_filter,
+            service_filter: body.service_filter,
+            tag_filter: body.tag_filter,
+            version: 1,
+            ltime,
+        };
+        let Some(m) = self.membership.as_mut() else { return };
+        if m.events.len() == EVENT_RING {
+            m.events.pop_front();
+        }
+        m.events.push_back(event);
+        let hash = events_hash(&m.events);
+        let (wake, keep): (Vec<EventWaiter>, Vec<EventWaiter>) =
+            std::mem::take(&mut m.event_waiters).into_iter().partition(|w| w.hash != hash);
+        m.event_waiters = keep;
+        for w in wake {
+            let resp = self.event_list(w.name.as_deref());
+            out.push(Effect::Respond { id: w.id, resp });
+        }
+    }
+
+    /// Node, service and tag filters are regular expressions; an unparsable one matches
+    /// nothing (the firing agent already refused bad ones).
+    fn event_matches(&self, e: &EventBody) -> bool {
+        let re = |p: &str| regex::Regex::new(p).ok();
+        if !e.node_filter.is_empty() && !re(&e.node_filter).is_some_and(|r| r.is_match(&self.cfg.node.name)) {
+            return false;
+        }
+        if e.service_filter.is_empty() {
+            return true;
+        }
+        let (Some(svc), tag) = (re(&e.service_filter), (!e.tag_filter.is_empty()).then(|| re(&e.tag_filter)))
+        else {
+            return false;
+        };
+        self.agent.services().any(|s| {
+            svc.is_match(&s.service)
+                && match &tag {
+                    None => true,
+                    Some(Some(t)) => s.tags.iter().any(|x| t.is_match(x)),
+                    Some(None) => false,
+                }
+        })
+    }
+
+    pub(super) fn event_list(&self, name: Option<&str>) -> ApiResponse {
+        let Some(m) = self.membership.as_ref() else {
+            return ApiResponse::json(Reply::Events(vec![]));
+        };
+        let events = m.events.iter().filter(|e| name.is_none_or(|n| e.name == n)).cloned().collect();
+        let meta = QueryMeta {
+            index: Index(events_hash(&m.events)),
+            known_leader: true,
+            last_contact_ms: 0,
+            consistency: None,
+        };
+        ApiResponse::json(Reply::Events(events)).with_meta(meta)
+    }
+
+    pub(super) fn api_event_list(
+        &mut self,
+        id: ReqId,
+        name: Option<String>,
+        q: QueryOpts,
+        out: &mut Vec<Effect>,
+    ) {
+        let now = self.now;
+        let wait = q.wait.unwrap_or(self.cfg.default_query_time).min(self.cfg.max_query_time);
+        let Some(m) = self.membership.as_mut() else {
+            return out.push(Effect::Respond { id, resp: self.event_list(None) });
+        };
+        let hash = events_hash(&m.events);
+        if q.min_index.0 == 0 || q.min_index.0 != hash {
+            let resp = self.event_list(name.as_deref());
+            return out.push(Effect::Respond { id, resp });
+        }
+        m.event_waiters.push(EventWaiter { id, name, hash, deadline: now + wait });
+    }
+
+    // ---- leader reconcile ----
+
+    /// On the leader: make the catalog agree with the LAN pool. Alive members get a node
+    /// and a passing `serfHealth`, failed ones a critical one, left and forgotten ones are
+    /// deregistered (and left servers leave the Raft configuration).
+    fn reconcile_members(&mut self, now: Time, out: &mut Vec<Effect>) {
+        if !self.is_leader() {
+            return;
+        }
+        let Some(m) = self.membership.as_mut() else { return };
+        if m.reconciling || !(m.dirty || now >= m.next_reconcile) {
+            return;
+        }
+        m.dirty = false;
+        m.next_reconcile = now + RECONCILE_INTERVAL;
+        let m = self.membership.as_ref().expect("checked above");
+        let cat = &self.state.catalog;
+        let mut cmds = Vec::new();
+        let mut remove_peers = Vec::new();
+        let dc = &self.cfg.node.datacenter;
+        for mem in m.lan.members() {
+            let name = mem.id.name.as_ref();
+            let serf = cat.node_checks(name).find(|c| c.check_id == SERF_HEALTH);
+            match mem.status() {
+                MemberStatus::Alive | MemberStatus::Leaving | MemberStatus::Failed => {
+                    let alive = mem.status() != MemberStatus::Failed;
+                    let want = if alive { Health::Passing } else { Health::Critical };
+                    if serf.is_some_and(|c| c.status == want) {
+                        continue;
+                    }
+                    let existing = cat.node(name);
+                    if existing.is_none() && !alive {
+                        continue;
+                    }
+                    let (addr, _) = split_addr(&mem.id.addr);
+                    let node = existing.cloned().unwrap_or_else(|| crate::fsm::catalog::Node {
+                        id: mem.id.tags.get("id").cloned().unwrap_or_default(),
+                        node: name.to_string(),
+                        address: addr,
+                        datacenter: dc.clone(),
+                        tagged_addresses: BTreeMap::new(),
+                        meta: BTreeMap::new(),
+                        create_index: 0,
+                        modify_index: 0,
+                    });
+                    let output =
+                        if alive { "Agent alive and reachable" } else { "Agent not live or unreachable" };
+                    let check = HealthCheck {
+                        output: output.into(),
+                        ..HealthCheck::new(name, SERF_HEALTH, "Serf Health Status", want)
+                    };
+                    cmds.push(Command::Register(Box::new(Registration {
+                        node,
+                        skip_node_update: existing.is_some(),
+                        service: None,
+                        checks: vec![check],
+                    })));
+                }
+                MemberStatus::Left => {
+                    if cat.node(name).is_some() {
+                        cmds.push(Command::Deregister(Deregistration {
+                            node: name.into(),
+                            service_id: None,
+                            check_id: None,
+                        }));
+                    }
+                    if let Some(rpc) = self.left_server(mem) {
+                        remove_peers.push(rpc);
+                    }
+                }
+            }
+        }
+        // Nodes the pool has forgotten entirely, but that carry a serfHealth check (so
+        // they were members once), go too; nodes registered directly never had one.
+        let forgotten = cat
+            .nodes()
+            .filter(|n| m.lan.member(&n.node).is_none())
+            .filter(|n| cat.node_checks(&n.node).any(|c| c.check_id == SERF_HEALTH));
+        for n in forgotten {
+            cmds.push(Command::Deregister(Deregistration {
+                node: n.node.clone(),
+                service_id: None,
+                check_id: None,
+            }));
+        }
+        for rpc in remove_peers {
+            self.submit(Work::RemovePeer(rpc), Some(super::consensus::Waiter::PeerRemoved), out);
+        }
+        if !cmds.is_empty() {
+            if let Some(m) = self.membership.as_mut() {
+                m.reconciling = true;
+            }
+            self.submit(Work::Commands(cmds), Some(super::consensus::Waiter::Reconciled), out);
+        }
+    }
+
+    /// A left member that is still in the Raft configuration: its server address.
+    fn left_server(&self, mem: &crate::gossip::Member) -> Option<String> {
+        if mem.id.tags.get("role").is_none_or(|r| r != "consul") {
+            return None;
+        }
+        let (host, _) = split_addr(&mem.id.addr);
+        let rpc = format!("{host}:{}", mem.id.tags.get("port")?);
+        (rpc != self.id && self.raft.membership().is_member(&rpc)).then_some(rpc)
+    }
+
+    /// The gossip identity of this agent in a pool (LAN name, or `name.dc` on the WAN).
+    pub(super) fn gossip_identity(cfg: &super::Config, tags: Tags, wan: bool) -> Identity {
+        let (name, port) = if wan {
+            (format!("{}.{}", cfg.node.name, cfg.node.datacenter), cfg.ports.serf_wan)
+        } else {
+            (cfg.node.name.clone(), cfg.ports.serf_lan)
+        };
+        let addr = if cfg.node.address.contains(':') {
+            format!("[{}]:{port}", cfg.node.address)
+        } else {
+            format!("{}:{port}", cfg.node.address)
+        };
+        Identity { name: name.into(), addr: addr.into(), tags }
+    }
+}
