@@ -16,7 +16,7 @@ use crate::gossip::lifeguard::log10_ceil;
 use crate::gossip::wire::{Codec, Frame};
 use crate::gossip::{Change, Gossip, GossipConfig, GossipEffect, GossipError, GossipInput, Identity};
 use crate::gossip::{
-    Incarnation, LamportTime, MemberState, Msg, Packet, PushPull, State as GossipState, Tags,
+    Incarnation, LamportTime, MemberState, Msg, Packet, PushPull, RecentEvent, State as GossipState, Tags,
 };
 use crate::ids::{Index, PersistToken, Term};
 use crate::io::{PersistOp, Recovered};
@@ -632,7 +632,7 @@ impl GossipScript {
         }
     }
 
-    fn push_pull(&self, b: &mut Bytes) -> PushPull {
+    fn push_pull(&mut self, b: &mut Bytes) -> PushPull {
         let from = b.gossip_addr();
         let join = match b.byte() % 4 {
             0 => self.joins.iter().next().copied(),
@@ -652,7 +652,16 @@ impl GossipScript {
         }
         let member_clock = LamportTime(b.near_wide(self.g.member_clock().0, u64::MAX));
         let event_clock = LamportTime(b.near_wide(self.g.event_clock().0, u64::MAX));
-        PushPull { from, join, reply, members, member_clock, event_clock }
+        let mut events = Vec::new();
+        for _ in 0..b.byte() % 3 {
+            let ltime = LamportTime(b.near_wide(self.g.event_clock().0, u64::MAX));
+            let name = format!("e{}", b.byte() % 3);
+            let len = usize::from(b.byte() % 4);
+            let payload = b.take(len).to_vec();
+            self.events.entry((ltime, name.clone(), payload.clone())).or_insert(0);
+            events.push(RecentEvent { ltime, name, payload });
+        }
+        PushPull { from, join, reply, members, member_clock, event_clock, events }
     }
 
     fn step(&mut self, b: &mut Bytes) {

@@ -137,13 +137,26 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    fn local(&self, global: Time) -> Time {
+    /// A clock `offset` ns ahead of global time at zero, running `drift_ppm` fast (or slow).
+    pub(crate) fn new(offset: u64, drift_ppm: i64) -> Clock {
+        let bound = MAX_DRIFT_PPM as i64;
+        Clock { offset, drift_ppm: drift_ppm.clamp(-bound, bound) }
+    }
+
+    /// A random clock within the bounds every chaos world uses.
+    pub(crate) fn draw(r: &mut ChaCha8Rng) -> Clock {
+        let offset = r.next_u64() % 10_000_000_000;
+        let drift = (r.next_u64() % (2 * MAX_DRIFT_PPM + 1)) as i64 - MAX_DRIFT_PPM as i64;
+        Clock::new(offset, drift)
+    }
+
+    pub(crate) fn local(&self, global: Time) -> Time {
         let g = global.as_nanos() as i128;
         Time((self.offset as i128 + g + g * self.drift_ppm as i128 / 1_000_000) as u64)
     }
 
     /// The earliest global time whose local time is at least `local`.
-    fn global(&self, local: Time) -> Time {
+    pub(crate) fn global(&self, local: Time) -> Time {
         let l = local.as_nanos() as i128 - self.offset as i128;
         // The division may round past the answer by a nanosecond or two; start below it.
         let g = ((l * 1_000_000).div_euclid(1_000_000 + self.drift_ppm as i128) - 2).max(0);
@@ -153,6 +166,13 @@ impl Clock {
         }
         t
     }
+}
+
+/// An exponentially distributed draw with this mean, capped at 20 means (the delay model's
+/// body and tail, and the gaps between faults).
+pub(crate) fn exp_draw(r: &mut ChaCha8Rng, mean: u64) -> u64 {
+    let u = (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    (-(1.0 - u).ln() * mean as f64).min(20.0 * mean as f64) as u64
 }
 
 /// A node's disk: what survives a crash, and writes still on their way. Writes complete in
@@ -297,10 +317,7 @@ impl<L> Env<L> {
         let mut machines = Vec::new();
         let mut seeds = Vec::new();
         for _ in 0..profile.nodes {
-            let clock = Clock {
-                offset: rng.next_u64() % 10_000_000_000,
-                drift_ppm: (rng.next_u64() % (2 * MAX_DRIFT_PPM + 1)) as i64 - MAX_DRIFT_PPM as i64,
-            };
+            let clock = Clock::draw(&mut rng);
             let mut seed = [0u8; 32];
             rng.fill_bytes(&mut seed);
             seeds.push(seed);
@@ -346,8 +363,7 @@ impl<L> Env<L> {
 
     /// An exponentially distributed gap with this mean.
     fn exp(&mut self, mean: u64) -> u64 {
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        (-(1.0 - u).ln() * mean as f64).min(20.0 * mean as f64) as u64
+        exp_draw(&mut self.rng, mean)
     }
 
     pub fn schedule(&mut self, at: Time, e: Event<L>) {

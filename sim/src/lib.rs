@@ -17,9 +17,12 @@
 //!
 //! The chaos worlds run clusters under the faults of `chaos` (network, clocks, disks,
 //! crashes, pauses) with a linearizability check (`lin`): `raft` runs bare Raft replicas,
-//! `nodes` whole servers driven through the API.
+//! `nodes` whole servers driven through the API. The gossip world (`gossip`) runs a SWIM +
+//! Lifeguard pool under its own faults, on an engine that also scales to thousands of
+//! members (`gossip::scale`).
 
 mod chaos;
+pub mod gossip;
 pub mod lin;
 pub mod nodes;
 pub mod raft;

@@ -117,6 +117,11 @@ impl Agent {
         panic!("agent did not become ready; log:\n{}", self.log_text());
     }
 
+    /// Whether the process has ended (on its own, e.g. after `leave`).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -104,6 +104,17 @@ pub struct PushPull {
     pub members: Vec<MemberState>,
     pub member_clock: LamportTime,
     pub event_clock: LamportTime,
+    /// The user events the sender still remembers (serf's recent-event buffer), so a member
+    /// that missed an event's gossip (lost packets, a partition) still gets it once.
+    pub events: Vec<RecentEvent>,
+}
+
+/// A user event carried by a push-pull.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentEvent {
+    pub ltime: LamportTime,
+    pub name: String,
+    pub payload: Vec<u8>,
 }
 
 /// Bytes a message adds to a packet once encoded.

@@ -21,7 +21,7 @@ mod tests;
 use crate::rng::Rng;
 use crate::time::{Duration, Time};
 use lifeguard::{Awareness, Suspicion};
-pub use message::{Identity, MemberState, Msg, Packet, PushPull, Tags};
+pub use message::{Identity, MemberState, Msg, Packet, PushPull, RecentEvent, Tags};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -420,6 +420,30 @@ impl Gossip {
     /// Members alive or suspect (what SWIM still probes).
     pub fn alive_count(&self) -> usize {
         self.members.values().filter(|m| !m.down()).count()
+    }
+
+    /// Puts members this member already knows into its table as alive at `incarnation`,
+    /// without news, effects or broadcasts, and reshuffles the probe order. For a host that
+    /// starts from a known pool: the simulator's scale mode fills 10,000 tables this way,
+    /// sharing the `Arc<Identity>`s (news would queue 10,000 broadcasts per member). Members
+    /// already in the table are left as they are.
+    pub fn assume_alive(&mut self, members: impl IntoIterator<Item = (Arc<Identity>, Incarnation)>) {
+        let fresh = members.into_iter().map(|(id, incarnation)| {
+            let m = Member {
+                id,
+                incarnation,
+                state: State::Alive,
+                since: Time::ZERO,
+                leaving: false,
+                intent: LamportTime(0),
+            };
+            (m.id.name.clone(), m)
+        });
+        // Collected in one go: a bulk-built map packs its nodes full. On equal names the
+        // later entry wins, so the existing ones go last.
+        let known = std::mem::take(&mut self.members);
+        self.members = fresh.chain(known).collect();
+        self.reshuffle();
     }
 
     /// Lifeguard's local health score (0 = healthy).

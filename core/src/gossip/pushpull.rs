@@ -6,7 +6,7 @@
 //! to refute (a remote "left" is taken as is, since only the member itself says it).
 
 use super::message::{MemberState, PushPull};
-use super::{Gossip, GossipEffect, State};
+use super::{Gossip, GossipEffect, LamportTime, State};
 use crate::time::Time;
 
 impl Gossip {
@@ -29,6 +29,7 @@ impl Gossip {
             members,
             member_clock: self.serf.member_clock.time(),
             event_clock: self.serf.event_clock.time(),
+            events: self.serf.recent(),
         }
     }
 
@@ -61,9 +62,12 @@ impl Gossip {
         }
         self.serf.member_clock.witness(msg.member_clock);
         self.serf.event_clock.witness(msg.event_clock);
-        if msg.reply && msg.join.is_some_and(|t| self.joins.contains_key(&t)) {
-            // A joiner does not replay events the pool saw before it arrived.
-            self.serf.ignore_events_before(msg.event_clock);
+        let first_answer = msg.join.and_then(|t| self.joins.get(&t)).is_some_and(|j| j.answered == 0);
+        if msg.reply && first_answer {
+            // A joiner does not replay events the pool saw before it arrived: those carry
+            // times up to the pool's clock, and later ones come after it. Only the first
+            // answer counts, or a slow second one would hide events fired in between.
+            self.serf.ignore_events_before(LamportTime(msg.event_clock.0.saturating_add(1)));
         }
         let me = self.me.name.clone();
         for s in msg.members {
@@ -74,6 +78,10 @@ impl Gossip {
                 State::Dead | State::Suspect => self.on_suspect(now, s.incarnation, name.clone(), me.clone()),
             }
             self.merge_intent(now, &name, s.leaving, s.intent, out);
+        }
+        // Events this member missed (de-duplicated, and ignored if from before it joined).
+        for e in msg.events {
+            self.on_user(now, e.ltime, e.name, e.payload);
         }
         if let Some(token) = msg.join.filter(|_| msg.reply) {
             self.join_answer(token, Ok(()), out);

@@ -6,7 +6,7 @@
 //! SWIM confirms it.
 
 use super::broadcast::Topic;
-use super::message::{encoded_size, Msg};
+use super::message::{encoded_size, Msg, RecentEvent};
 use super::{
     Change, Gossip, GossipConfig, GossipEffect, GossipError, LamportTime, State, USER_EVENT_SIZE_CEILING,
 };
@@ -97,6 +97,28 @@ impl Serf {
         }
         slot.1.push((name.to_string(), payload.to_vec()));
         true
+    }
+
+    /// The events still in the de-duplication buffer, oldest first (what a push-pull
+    /// carries, as serf's does).
+    pub fn recent(&self) -> Vec<RecentEvent> {
+        let now = self.event_clock.time().0;
+        let mut slots: Vec<&Slot> = self
+            .seen
+            .iter()
+            .filter(|(t, _)| t.0 != u64::MAX && t.0.saturating_add(EVENT_BUFFER) >= now)
+            .collect();
+        slots.sort_by_key(|(t, _)| *t);
+        slots
+            .into_iter()
+            .flat_map(|(ltime, events)| {
+                events.iter().map(|(name, payload)| RecentEvent {
+                    ltime: *ltime,
+                    name: name.clone(),
+                    payload: payload.clone(),
+                })
+            })
+            .collect()
     }
 
     fn deliver(&mut self, now: Time, ltime: LamportTime, name: String, payload: Vec<u8>) {
@@ -233,14 +255,15 @@ impl Gossip {
         if self.has_left() {
             return Err(GossipError::HasLeft);
         }
-        let ltime = self.serf.event_clock.time();
+        // Past every time this member has seen, so a member that joined through any peer
+        // we have heard from counts it as news.
+        let ltime = LamportTime(self.serf.event_clock.time().0.saturating_add(1));
         let msg = Msg::User { ltime, name, payload };
         let size = encoded_size(&msg);
         let limit = self.cfg.user_event_size_limit.min(self.event_cap());
         if size > limit {
             return Err(GossipError::EventTooLarge { size, limit });
         }
-        self.serf.event_clock.increment();
         let Msg::User { ltime, name, payload } = msg else { unreachable!() };
         self.on_user(now, ltime, name, payload);
         Ok(())

@@ -333,6 +333,13 @@ impl Gossip {
     pub(super) fn on_suspect(&mut self, now: Time, incarnation: Incarnation, node: Arc<str>, from: Arc<str>) {
         let Some(m) = self.members.get(&node) else { return };
         if incarnation < m.incarnation {
+            if node == self.me.name && !self.has_left() {
+                // Someone still suspects an incarnation we already refuted: our alive
+                // notice missed it. Say it again; it rides on our next packet, such as the
+                // ack to the buddy ping that carried this suspicion.
+                let (incarnation, member) = (m.incarnation, self.me.clone());
+                self.broadcast_member(Msg::Alive { incarnation, member });
+            }
             return;
         }
         if node == self.me.name {

@@ -230,6 +230,44 @@ fn a_user_event_reaches_every_member_once() {
     assert!(matches!(err, GossipError::EventTooLarge { limit: 512, .. }));
 }
 
+/// Found by the simulator's gossip world: an event whose gossip missed a member (its
+/// retransmits ran out while the member was cut off) never reached it. Serf's push-pull
+/// carries the recent events; so does this one now.
+#[test]
+fn a_user_event_missed_by_gossip_arrives_through_push_pull() {
+    let mut net = Net::new(4, lan());
+    net.join_all();
+    net.run_for(Duration::from_secs(3));
+    for a in 0..3 {
+        net.cut.insert((a, 3));
+    }
+    net.input(1, GossipInput::UserEvent { name: "deploy".into(), payload: b"v3".to_vec() }).unwrap();
+    net.run_for(Duration::from_secs(2));
+    let got = |net: &Net, i: usize| {
+        net.events[i].iter().filter(|(_, e)| matches!(e, GossipEffect::UserEvent { .. })).count()
+    };
+    assert_eq!(got(&net, 3), 0, "the cut member missed the gossip");
+    net.cut.clear();
+    net.run_for(Duration::from_secs(95));
+    for i in 0..4 {
+        assert_eq!(got(&net, i), 1, "member {i} delivered the event once");
+    }
+}
+
+#[test]
+fn assume_alive_fills_the_table_quietly_and_keeps_what_is_known() {
+    let mut net = Net::new(3, lan());
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    let before = net.nodes[0].member("n1").unwrap().incarnation;
+    let id = |i: usize| Arc::new(Identity { name: format!("n{i}").into(), addr: addr(i), tags: Tags::new() });
+    net.nodes[0].assume_alive([(id(1), Incarnation(9)), (id(7), Incarnation(2))]);
+    assert_eq!(net.nodes[0].member("n1").unwrap().incarnation, before, "known members are left alone");
+    assert_eq!(net.nodes[0].member("n7").unwrap().state, State::Alive);
+    assert_eq!(net.nodes[0].alive_count(), 4);
+    assert_eq!(net.nodes[0].pending_broadcasts(), 0, "no news queued");
+}
+
 #[test]
 fn force_leave_turns_failed_into_left_and_prune_forgets() {
     let mut net = Net::new(4, lan());
@@ -296,6 +334,43 @@ fn a_member_refutes_suspicion_about_itself() {
     net.input(1, GossipInput::Packet { from: addr(0), packet: Packet { msgs: vec![msg] } }).unwrap();
     assert!(net.nodes[1].member("n1").unwrap().incarnation > before);
     assert_eq!(net.nodes[1].health_score(), 1, "refuting counts against local health");
+}
+
+/// Found by the simulator's gossip world (benign seed 985): a member's refutation missed
+/// one member, which went on suspecting the old incarnation and declared it dead. A
+/// suspicion of an incarnation already refuted now re-sends the alive notice, on the ack
+/// to the buddy ping that carried it.
+#[test]
+fn a_stale_suspicion_gets_the_refutation_again_on_the_ack() {
+    let mut net = Net::new(2, lan());
+    net.join_all();
+    net.run_for(Duration::from_secs(2));
+    let msg = Msg::Suspect { incarnation: Incarnation(1), node: "n1".into(), from: "n0".into() };
+    net.input(1, GossipInput::Packet { from: addr(0), packet: Packet { msgs: vec![msg.clone()] } }).unwrap();
+    let refuted = net.nodes[1].member("n1").unwrap().incarnation;
+    assert!(refuted > Incarnation(1));
+    net.run_for(Duration::from_secs(5));
+    let ping = Msg::Ping { seq: 77, target: "n1".into() };
+    let mut out = vec![];
+    let now = net.now;
+    net.nodes[1]
+        .handle(
+            now,
+            GossipInput::Packet { from: addr(0), packet: Packet { msgs: vec![msg, ping] } },
+            &mut out,
+        )
+        .unwrap();
+    let ack = out.iter().find_map(|e| match e {
+        GossipEffect::SendPacket { packet, .. } if packet.msgs.contains(&Msg::Ack { seq: 77 }) => {
+            Some(packet)
+        }
+        _ => None,
+    });
+    let ack = ack.expect("the ping is acked");
+    assert!(
+        ack.msgs.iter().any(|m| matches!(m, Msg::Alive { incarnation, member } if *incarnation == refuted && &*member.name == "n1")),
+        "the ack carries the refutation again: {ack:?}"
+    );
 }
 
 #[test]
@@ -415,6 +490,7 @@ fn news_at_the_end_of_the_counters_neither_crashes_nor_rewinds() {
         members: vec![],
         member_clock: max,
         event_clock: max,
+        events: vec![],
     };
     net.input(0, GossipInput::Stream { msg: pp }).unwrap();
     net.input(0, GossipInput::ForceLeave { node: "n0".into(), prune: false }).unwrap();

@@ -1,8 +1,10 @@
-//! `sim run --seeds A..B [--only node|cluster|nodes] [--plant BUG]` and
-//! `sim replay [--cluster|--nodes] --seed S [--trace] [--plant BUG]`.
+//! `sim run --seeds A..B [--only node|cluster|nodes|gossip] [--plant BUG]`,
+//! `sim replay [--cluster|--nodes|--gossip] --seed S [--trace] [--plant BUG]` and
+//! `sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]`.
 //!
-//! `run` runs every seed of the single-node world, of the replica cluster chaos world and of
-//! the nodes chaos world (whole servers) twice and compares the trace hashes; a failure
+//! `run` runs every seed of the single-node world, of the replica cluster chaos world, of
+//! the nodes chaos world (whole servers) and of the gossip world twice and compares the
+//! trace hashes; a failure
 //! prints the seed, its trace hash and the replay command. A chaos seed whose
 //! linearizability search ran out of budget is reported and counted as unknown, never as
 //! passed, but does not fail the run: only a violation does. `--plant lease|fsync` turns on
@@ -20,8 +22,9 @@ use sim::raft::{self, ClusterOptions};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: sim run --seeds A..B [--only node|cluster|nodes] [--plant lease|fsync]\n       \
-         sim replay [--cluster|--nodes] --seed S [--trace] [--plant lease|fsync]   (SIM_OPS sets node ops per seed)"
+        "usage: sim run --seeds A..B [--only node|cluster|nodes|gossip] [--plant lease|fsync]\n       \
+         sim replay [--cluster|--nodes|--gossip] --seed S [--trace] [--plant lease|fsync]   (SIM_OPS sets node ops per seed)\n       \
+         sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]   (N defaults to $SIM_GOSSIP_NODES, else 10000)"
     );
     ExitCode::from(2)
 }
@@ -81,10 +84,18 @@ fn cluster_verdict(world: &str, o: &sim::ClusterOutcome) -> (Verdict, String) {
     }
 }
 
-const WORLDS: [&str; 3] = ["node", "cluster", "nodes"];
+fn gossip_verdict(o: &sim::gossip::GossipOutcome) -> (Verdict, String) {
+    let seed = o.seed;
+    match &o.violation {
+        Some(v) => (Verdict::Fail, format!("FAIL gossip seed {seed} {v}\nstats: {:?}", o.stats)),
+        None => (Verdict::Pass, format!("gossip seed {seed}: all invariants hold")),
+    }
+}
 
-fn run(seeds: Range<u64>, worlds: [bool; 3], options: ClusterOptions, plant: &str) -> ExitCode {
-    let (mut passed, mut unknown, mut failed, mut nondeterministic) = ([0u64; 3], 0, 0, 0);
+const WORLDS: [&str; 4] = ["node", "cluster", "nodes", "gossip"];
+
+fn run(seeds: Range<u64>, worlds: [bool; 4], options: ClusterOptions, plant: &str) -> ExitCode {
+    let (mut passed, mut unknown, mut failed, mut nondeterministic) = ([0u64; 4], 0, 0, 0);
     let mut combined = 0u64;
     for seed in seeds.clone() {
         for (world, on) in worlds.into_iter().enumerate() {
@@ -100,9 +111,13 @@ fn run(seeds: Range<u64>, worlds: [bool; 3], options: ClusterOptions, plant: &st
                     let o = raft::run_cluster_seed_with(seed, options);
                     (cluster_verdict("cluster", &o), o.trace_hash)
                 }
-                _ => {
+                2 => {
                     let o = nodes::run_nodes_seed(seed);
                     (cluster_verdict("nodes", &o), o.trace_hash)
+                }
+                _ => {
+                    let o = sim::gossip::run_gossip_seed(seed);
+                    (gossip_verdict(&o), o.trace_hash)
                 }
             };
             let ((verdict, line), hash) = once();
@@ -111,7 +126,8 @@ fn run(seeds: Range<u64>, worlds: [bool; 3], options: ClusterOptions, plant: &st
             let replay = match world {
                 0 => format!("replay: cargo run -p sim -- replay --seed {seed} --trace"),
                 1 => format!("replay: cargo run -p sim -- replay --cluster --seed {seed} --trace{plant}"),
-                _ => format!("replay: cargo run -p sim -- replay --nodes --seed {seed} --trace"),
+                2 => format!("replay: cargo run -p sim -- replay --nodes --seed {seed} --trace"),
+                _ => format!("replay: cargo run -p sim -- replay --gossip --seed {seed} --trace"),
             };
             if verdict != Verdict::Pass {
                 println!("{line}\ntrace-hash: {hash:016x}\n{replay}");
@@ -129,9 +145,9 @@ fn run(seeds: Range<u64>, worlds: [bool; 3], options: ClusterOptions, plant: &st
         }
     }
     println!(
-        "seeds {}..{}, each run twice: node {} passed, cluster {} passed, nodes {} passed, {unknown} unknown, \
-         {failed} failed, {nondeterministic} not deterministic",
-        seeds.start, seeds.end, passed[0], passed[1], passed[2]
+        "seeds {}..{}, each run twice: node {} passed, cluster {} passed, nodes {} passed, gossip {} passed, \
+         {unknown} unknown, {failed} failed, {nondeterministic} not deterministic",
+        seeds.start, seeds.end, passed[0], passed[1], passed[2], passed[3]
     );
     println!("trace-hash: {combined:016x}");
     if failed > 0 {
@@ -153,7 +169,7 @@ fn main() -> ExitCode {
         Some("run") => {
             let Some(seeds) = flag("--seeds").as_deref().and_then(sim::parse_seeds) else { return usage() };
             let worlds = match flag("--only").as_deref() {
-                None => [true; 3],
+                None => [true; 4],
                 Some(only) if WORLDS.contains(&only) => WORLDS.map(|w| w == only),
                 Some(_) => return usage(),
             };
@@ -164,6 +180,9 @@ fn main() -> ExitCode {
             let (trace, (verdict, line), hash, stats) = if has("--cluster") {
                 let (o, trace) = raft::run_cluster_traced(seed, options);
                 (trace, cluster_verdict("cluster", &o), o.trace_hash, format!("\nstats: {:?}", o.stats))
+            } else if has("--gossip") {
+                let (o, trace) = sim::gossip::run_gossip_traced(seed);
+                (trace, gossip_verdict(&o), o.trace_hash, format!("\nstats: {:?}", o.stats))
             } else if has("--nodes") {
                 let (o, trace) = nodes::run_nodes_traced(seed);
                 (trace, cluster_verdict("nodes", &o), o.trace_hash, format!("\nstats: {:?}", o.stats))
@@ -179,6 +198,59 @@ fn main() -> ExitCode {
             println!("{line}{stats}\ntrace-hash: {hash:016x}");
             ExitCode::from(u8::from(verdict == Verdict::Fail))
         }
+        Some("gossip-scale") => gossip_scale(&flag, &has),
         _ => usage(),
     }
+}
+
+/// The scale measurements: event spread and crash detection in one pool, then false
+/// failures caused by slow members with Lifeguard on and off.
+fn gossip_scale(flag: &dyn Fn(&str) -> Option<String>, has: &dyn Fn(&str) -> bool) -> ExitCode {
+    use sim::gossip::scale;
+    let env_nodes = std::env::var("SIM_GOSSIP_NODES").ok();
+    let Some(nodes) = flag("--nodes").or(env_nodes).map_or(Some(10_000), |s| s.parse().ok()) else {
+        return usage();
+    };
+    let Some(seed) = flag("--seed").map_or(Some(1), |s| s.parse().ok()) else { return usage() };
+    let Some(window) = flag("--window").map_or(Some(120), |s| s.parse().ok()) else { return usage() };
+    let opts = scale::ScaleOptions {
+        nodes,
+        seed,
+        lifeguard: !has("--no-lifeguard"),
+        slow_per_10k: 100,
+        window: muster_core::time::Duration::from_secs(window),
+    };
+    let secs = |d: Option<muster_core::time::Duration>| {
+        d.map_or("never".to_string(), |d| format!("{:.2}s", d.as_secs_f64()))
+    };
+    let lg = if opts.lifeguard { "Lifeguard" } else { "plain SWIM" };
+    println!("gossip-scale: {nodes} members, seed {seed}, LAN defaults, {lg}");
+    let (s, speed) = scale::spread(&opts);
+    println!(
+        "user event from one member: 99.99% of members in {}, all in {}",
+        secs(s.event_9999),
+        secs(s.event_all)
+    );
+    println!(
+        "crashed member seen failed: first in {}, 99.99% in {}, every live member in {}",
+        secs(s.crash_first),
+        secs(s.crash_9999),
+        secs(s.crash_all)
+    );
+    println!("speed: {speed}");
+    println!("peak RSS: {} MiB", scale::peak_rss_mib().map_or("?".into(), |m| m.to_string()));
+    if !has("--no-compare") {
+        for lifeguard in [true, false] {
+            let (f, speed) = scale::false_dead(&opts, lifeguard);
+            let lg = if lifeguard { "Lifeguard " } else { "plain SWIM" };
+            println!(
+                "{lg}: {} slow members, {window}s window: {} failed declarations about slow members, \
+                 {} about healthy ones, {} members falsely failed",
+                f.slow, f.about_slow, f.about_healthy, f.distinct
+            );
+            println!("  speed: {speed}");
+        }
+        println!("peak RSS: {} MiB", scale::peak_rss_mib().map_or("?".into(), |m| m.to_string()));
+    }
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,128 @@
+//! Five real agents on their own loopback addresses form a cluster by gossip alone, with
+//! gossip encryption on: members converge; an event fired on one reaches all; `kill -9` of
+//! one shows it `failed` everywhere within the detection bound (and `serfHealth` goes
+//! critical); a graceful `leave` shows `left`; `force-leave` turns the failed one `left`; an
+//! agent with the wrong key cannot join.
+
+use std::time::{Duration, Instant};
+
+use muster_tests::{free_port, Agent};
+use serde_json::Value;
+
+const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+const WRONG_KEY: &str = "H7Uq2ZDCV4dOxm+jMsA9oqaeQsRZaOjUDBlm6VtTN6U=";
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Lifeguard's longest suspicion at 5 members (6 × 4 s) plus a probe round, with slack for
+/// a loaded machine; the measured detection time is printed.
+const DETECTION_BOUND: Duration = Duration::from_secs(30);
+
+fn start(i: usize, serf: &str, key: &str, dir: &std::path::Path) -> Agent {
+    let ip = format!("127.0.0.{}", 40 + i);
+    let data = dir.join(format!("a{i}"));
+    let data = data.to_str().expect("UTF-8 temp dir").to_string();
+    let node = format!("a{i}");
+    let mut args = vec!["-server", "-bootstrap-expect", "5", "-data-dir", &data, "-node", &node];
+    args.extend(["-bind", &ip, "-client", "127.0.0.1", "-serf-lan-port", serf, "-encrypt", key]);
+    args.extend(["-retry-join", "127.0.0.40", "-retry-interval", "1s"]);
+    Agent::launch(&args)
+}
+
+/// Each member's status as agent `a` sees it (name → Status number).
+fn statuses(a: &Agent) -> Vec<(String, u64)> {
+    let r = a.req("GET", "/v1/agent/members", None);
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    let mut out: Vec<(String, u64)> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| (m["Name"].as_str().unwrap_or("").to_string(), m["Status"].as_u64().unwrap_or(0)))
+        .collect();
+    out.sort();
+    out
+}
+
+fn status_of(a: &Agent, node: &str) -> Option<u64> {
+    statuses(a).into_iter().find(|(n, _)| n == node).map(|(_, s)| s)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn five_agents_gossip_detect_failure_leave_events_and_refuse_a_wrong_key() {
+    let dir = std::env::temp_dir().join(format!("muster-gossip-{}", free_port()));
+    let serf = free_port().to_string();
+    let mut agents: Vec<Agent> = (0..5).map(|i| start(i, &serf, KEY, &dir)).collect();
+    for a in &mut agents {
+        a.wait_ready();
+    }
+    let all_alive = |a: &Agent| statuses(a).iter().filter(|(_, s)| *s == 1).count() == 5;
+    wait_until("every agent sees five alive members", PATIENCE, || agents.iter().all(all_alive));
+    let catalog = agents[0].req("GET", "/v1/catalog/nodes", None);
+    let nodes: Value = serde_json::from_slice(&catalog.body).unwrap();
+    assert_eq!(nodes.as_array().map(Vec::len), Some(5), "the leader registered every member: {nodes}");
+
+    // An event fired on one agent reaches every agent.
+    let fired = agents[2].cli(&["event", "-name", "deploy", "v42"]);
+    assert!(fired.status.success(), "{}", String::from_utf8_lossy(&fired.stderr));
+    let spread = wait_until("the event reaches all", PATIENCE, || {
+        agents.iter().all(|a| {
+            let r = a.req("GET", "/v1/event/list?name=deploy", None);
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            v.as_array().is_some_and(|e| e.len() == 1 && e[0]["Payload"] == "djQy")
+        })
+    });
+    eprintln!("event reached all 5 agents in {spread:?}");
+
+    // kill -9: failed everywhere, serfHealth critical in the catalog.
+    agents[4].kill();
+    let detected = wait_until("the killed agent is failed everywhere", DETECTION_BOUND, || {
+        agents[..4].iter().all(|a| status_of(a, "a4") == Some(4))
+    });
+    eprintln!("kill -9 seen as failed by all survivors in {detected:?}");
+    wait_until("serfHealth of the killed agent goes critical", PATIENCE, || {
+        let r = agents[0].req("GET", "/v1/health/node/a4", None);
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        v.as_array().into_iter().flatten().any(|c| c["CheckID"] == "serfHealth" && c["Status"] == "critical")
+    });
+
+    // Graceful leave: the agent exits 0 and is `left` everywhere.
+    let left = agents[3].cli(&["leave"]);
+    assert!(left.status.success(), "{}", String::from_utf8_lossy(&left.stderr));
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "Graceful leave complete");
+    wait_until("the leaving agent exits", PATIENCE, || agents[3].exited());
+    wait_until("the agent that left is `left` everywhere", PATIENCE, || {
+        agents[..3].iter().all(|a| status_of(a, "a3") == Some(3))
+    });
+
+    // force-leave turns the failed one left; with -prune it is forgotten.
+    let forced = agents[0].cli(&["force-leave", "a4"]);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    wait_until("force-leave spreads", PATIENCE, || agents[..3].iter().all(|a| status_of(a, "a4") == Some(3)));
+    let unknown = agents[0].cli(&["force-leave", "nobody"]);
+    assert!(!unknown.status.success());
+
+    // A stranger with the wrong key is refused, and nobody counts it as a member.
+    let mut stranger = start(5, &serf, WRONG_KEY, &dir);
+    std::thread::sleep(Duration::from_secs(3));
+    let joined = stranger.cli(&["join", "127.0.0.40"]);
+    assert!(
+        !joined.status.success(),
+        "a wrong-key agent joined: {}",
+        String::from_utf8_lossy(&joined.stdout)
+    );
+    for a in &agents[..3] {
+        assert_eq!(status_of(a, "a5"), None, "the stranger became a member");
+    }
+    assert!(statuses(&stranger).iter().all(|(n, _)| n == "a5"), "the stranger learned the members");
+    assert!(agents[0].log_text().contains("gossip message dropped"), "refused packets are logged");
+    stranger.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
