@@ -107,6 +107,13 @@ impl Client {
         self.expect_success(self.send(Method::PUT, path, query, body.into()).await?)
     }
 
+    /// Any method with a body (keyring operations send their key as JSON) that must
+    /// answer 2xx.
+    pub async fn send_json(&self, method: &str, path: &str, body: Vec<u8>) -> anyhow::Result<Response> {
+        let method = Method::from_bytes(method.as_bytes())?;
+        self.expect_success(self.send(method, path, &[], body.into()).await?)
+    }
+
     /// DELETE that must answer 2xx.
     pub async fn delete(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Response> {
         self.expect_success(self.send(Method::DELETE, path, query, Bytes::new()).await?)

@@ -783,6 +783,8 @@ impl GossipScript {
                 assert!(self.leave_asked && !self.left_seen, "Left once, and only after Leave");
                 self.left_seen = true;
             }
+            // The script asks no queries and peers' ones are not generated.
+            GossipEffect::Query { .. } | GossipEffect::Answers { .. } => {}
         }
     }
 

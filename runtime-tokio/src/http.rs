@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use muster_core::api::shapes::Reply;
-use muster_core::api::{ApiError, ApiRequest, ApiResponse, Body, Consistency, KvRead, QueryOpts};
+use muster_core::api::{ApiError, ApiRequest, ApiResponse, Body, Consistency, KeyringOp, KvRead, QueryOpts};
 use muster_core::fsm::catalog::Health;
 use muster_core::fsm::kv::KvSetMode;
 use muster_core::ids::Index;
@@ -211,6 +211,7 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/status/leader", &[Method::GET]),
     ("/v1/operator/raft/configuration", &[Method::GET]),
     ("/v1/operator/raft/peer", &[Method::DELETE]),
+    ("/v1/operator/keyring", &[Method::GET, Method::POST, Method::PUT, Method::DELETE]),
     ("/v1/status/peers", &[Method::GET]),
 ];
 
@@ -531,6 +532,23 @@ fn build(
         "/v1/operator/raft/configuration" => {
             check_dc(q, opts)?;
             ApiRequest::OperatorRaftConfiguration
+        }
+        "/v1/operator/keyring" => {
+            let key = || -> Result<String, ApiError> {
+                let v = json_body(&body)?;
+                let key = v.as_object().and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("key")));
+                match key.map(|(_, k)| k) {
+                    Some(Value::String(k)) if !k.is_empty() => Ok(k.clone()),
+                    _ => Err(err(400, "Request body must contain a \"Key\" string")),
+                }
+            };
+            let op = match *method {
+                Method::GET => KeyringOp::List,
+                Method::POST => KeyringOp::Install(key()?),
+                Method::PUT => KeyringOp::Use(key()?),
+                _ => KeyringOp::Remove(key()?),
+            };
+            ApiRequest::OperatorKeyring { op }
         }
         "/v1/operator/raft/peer" => {
             check_dc(q, opts)?;

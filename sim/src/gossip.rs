@@ -395,6 +395,9 @@ impl GossipWorld {
                     self.e.kill(node);
                 }
                 GossipEffect::SendPacket { .. } | GossipEffect::SendStream { .. } => {}
+                GossipEffect::Query { .. } | GossipEffect::Answers { .. } => {
+                    return self.fail(format!("n{node} saw a query, and this world asks none"));
+                }
             }
         }
         self.e.observed = observed;

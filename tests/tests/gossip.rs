@@ -1,8 +1,9 @@
 //! Five real agents on their own loopback addresses form a cluster by gossip alone, with
 //! gossip encryption on: members converge; an event fired on one reaches all; `kill -9` of
 //! one shows it `failed` everywhere within the detection bound (and `serfHealth` goes
-//! critical); a graceful `leave` shows `left`; `force-leave` turns the failed one `left`; an
-//! agent with the wrong key cannot join.
+//! critical); a graceful `leave` shows `left`; `force-leave` turns the failed one `left`; the
+//! keyring rotates on every member; an agent with the wrong key cannot join. And the gossip
+//! endpoints refuse bad input while garbage on the gossip ports changes nothing.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use muster_tests::{free_port, Agent};
 use serde_json::Value;
 
 const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+const NEW_KEY: &str = "9c2IjcJxLZ2nhcSg1yTIg6X5SlLSxbsvaMFzvfUuKq8=";
 const WRONG_KEY: &str = "H7Uq2ZDCV4dOxm+jMsA9oqaeQsRZaOjUDBlm6VtTN6U=";
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -81,6 +83,21 @@ fn five_agents_gossip_detect_failure_leave_events_and_refuse_a_wrong_key() {
     });
     eprintln!("event reached all 5 agents in {spread:?}");
 
+    // Key rotation through the keyring: install, use, remove the old one; all five hold it.
+    for step in [
+        vec!["keyring", "-install", NEW_KEY],
+        vec!["keyring", "-use", NEW_KEY],
+        vec!["keyring", "-remove", KEY],
+    ] {
+        let out = agents[1].cli(&step);
+        assert!(out.status.success(), "{step:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let listed = agents[3].cli(&["keyring", "-list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains(&format!("{NEW_KEY} [5/5]")) && !listed.contains(KEY), "{listed}");
+    let refused = agents[1].cli(&["keyring", "-remove", NEW_KEY]);
+    assert!(!refused.status.success(), "the key in use cannot be removed");
+
     // kill -9: failed everywhere, serfHealth critical in the catalog.
     agents[4].kill();
     let detected = wait_until("the killed agent is failed everywhere", DETECTION_BOUND, || {
@@ -125,4 +142,42 @@ fn five_agents_gossip_detect_failure_leave_events_and_refuse_a_wrong_key() {
     assert!(agents[0].log_text().contains("gossip message dropped"), "refused packets are logged");
     stranger.kill();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn gossip_endpoints_refuse_bad_input_and_garbage_on_the_ports_is_dropped() {
+    let serf = free_port();
+    let port = serf.to_string();
+    let agent = Agent::dev(&["-serf-lan-port", &port]);
+    let status = |method: &str, path: &str| agent.req(method, path, None).status;
+    assert_eq!(status("GET", "/v1/operator/keyring"), 500, "encryption is off");
+    assert_eq!(status("PUT", "/v1/event/fire/x?tag=a"), 400);
+    assert_eq!(status("PUT", "/v1/event/fire/x?node=("), 400);
+    assert_eq!(status("PUT", "/v1/agent/join/127.0.0.1:1"), 500);
+    assert_eq!(status("PUT", "/v1/agent/force-leave/nobody"), 500);
+    assert_eq!(status("GET", "/v1/agent/members?wan=1&segment=x"), 400);
+    let big = vec![b'x'; 600];
+    assert_eq!(agent.req("PUT", "/v1/event/fire/big", Some(&big)).status, 500, "over the event size limit");
+
+    // Garbage datagrams and streams on the gossip port.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for junk in [&b""[..], b"\xa7\x01\x00garbage", b"GET / HTTP/1.1\r\n\r\n", &[0xffu8; 1400][..]] {
+        udp.send_to(junk, ("127.0.0.1", serf)).unwrap();
+    }
+    for junk in [&b"\x00\x00\x00\x05hello"[..], b"\xff\xff\xff\xffmore than allowed", b"junk"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", serf)).unwrap();
+        use std::io::Write as _;
+        let _ = s.write_all(junk);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(statuses(&agent), vec![("test-node".to_string(), 1)], "still alone and alive");
+    assert!(agent.log_text().contains("gossip message dropped"), "garbage is logged");
+
+    // Blocking on the event list returns when the wait runs out, with the same index.
+    let r = agent.req("GET", "/v1/event/list", None);
+    let index = r.header("X-Consul-Index").expect("an index").to_string();
+    let start = Instant::now();
+    let r = agent.req("GET", &format!("/v1/event/list?index={index}&wait=1s"), None);
+    assert!(start.elapsed() >= Duration::from_millis(900), "it blocked");
+    assert_eq!(r.header("X-Consul-Index"), Some(index.as_str()));
 }

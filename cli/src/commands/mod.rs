@@ -1,5 +1,6 @@
 //! The client-side CLI commands (`members`, `join`, `leave`, `force-leave`,
-//! `event`, `kv`, `catalog`, `services`, `info`, `operator`, `keygen`, `version`) and what they share.
+//! `event`, `kv`, `catalog`, `services`, `info`, `operator`, `keygen`, `keyring`,
+//! `version`) and what they share.
 //!
 //! Owns: the command-line shape of each command (clap `Args`), the HTTP flags
 //! every agent-facing command accepts, and Consul's output formats. Each
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod gossip;
 pub mod info;
 pub mod keygen;
+pub mod keyring;
 pub mod kv;
 pub mod members;
 pub mod operator;
@@ -66,6 +68,8 @@ pub enum Command {
     },
     /// Generates a new encryption key
     Keygen,
+    /// Manages gossip layer encryption keys
+    Keyring(keyring::KeyringArgs),
     /// Prints the muster version
     Version,
 }
@@ -84,6 +88,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Info(args) => info::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Operator { command } => operator::run(command).await.map(|()| ExitCode::SUCCESS),
         Command::Keygen => keygen::run().map(|()| ExitCode::SUCCESS),
+        Command::Keyring(args) => keyring::run(args).await,
         Command::Version => emit(info::version_text().as_bytes()).map(|()| ExitCode::SUCCESS),
     }
 }

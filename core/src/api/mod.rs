@@ -47,6 +47,15 @@ pub struct QueryOpts {
     pub consistency: Consistency,
 }
 
+/// A gossip keyring operation; keys are base64 text.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KeyringOp {
+    List,
+    Install(String),
+    Use(String),
+    Remove(String),
+}
+
 /// The forms of a KV read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvRead {
@@ -136,6 +145,10 @@ pub enum ApiRequest {
         node: String,
         service: String,
         tag: String,
+    },
+    /// `/v1/operator/keyring`: list (GET), install (POST), use (PUT), remove (DELETE).
+    OperatorKeyring {
+        op: KeyringOp,
     },
     /// `GET /v1/event/list[?name=]`; blocks on the hash of the newest event's ID.
     EventList {

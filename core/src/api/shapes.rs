@@ -32,6 +32,7 @@ pub enum Reply {
     Members(Vec<Member>),
     Event(Box<UserEvent>),
     Events(Vec<UserEvent>),
+    Keyring(Vec<KeyringPool>),
     AgentSelf(Box<AgentSelf>),
     RaftConfiguration(RaftConfiguration),
 }
@@ -212,6 +213,19 @@ pub struct Member {
     pub delegate_min: u8,
     pub delegate_max: u8,
     pub delegate_cur: u8,
+}
+
+/// One pool's keys as `GET /v1/operator/keyring` reports them: how many members hold each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyringPool {
+    #[serde(rename = "WAN")]
+    pub wan: bool,
+    pub datacenter: String,
+    pub segment: String,
+    pub keys: BTreeMap<String, usize>,
+    pub primary_keys: BTreeMap<String, usize>,
+    pub num_nodes: usize,
 }
 
 /// A user event (`/v1/event/fire` and `/v1/event/list`): exactly Consul's eight keys.

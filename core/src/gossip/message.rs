@@ -74,6 +74,21 @@ pub enum Msg {
         name: String,
         payload: Vec<u8>,
     },
+    /// A serf query: gossiped to everyone, each member answers `reply_to` directly.
+    Query {
+        ltime: LamportTime,
+        id: u32,
+        name: String,
+        payload: Vec<u8>,
+        reply_to: Arc<str>,
+    },
+    /// One member's answer to query `id`.
+    QueryResponse {
+        ltime: LamportTime,
+        id: u32,
+        from: Arc<str>,
+        payload: Vec<u8>,
+    },
 }
 
 /// A datagram: messages for one recipient.

@@ -11,6 +11,7 @@ pub mod keyring;
 pub mod lifeguard;
 pub mod message;
 mod pushpull;
+mod query;
 mod serf;
 mod swim;
 pub mod wire;
@@ -190,6 +191,10 @@ pub enum GossipInput {
     ForceLeave { node: String, prune: bool },
     /// Fire a user event into the pool.
     UserEvent { name: String, payload: Vec<u8> },
+    /// Ask every member (a serf query); answered by `Answers { token }` after `timeout`.
+    Query { token: u64, name: String, payload: Vec<u8>, timeout: Duration },
+    /// This agent's answer to a query `GossipEffect::Query` showed it.
+    Answer { ltime: LamportTime, id: u32, reply_to: Arc<str>, payload: Vec<u8> },
 }
 
 /// Something the host must do or may observe.
@@ -221,6 +226,19 @@ pub enum GossipEffect {
     },
     /// A graceful leave has been told to the pool; the host may stop.
     Left,
+    /// A query arrived (including one this member asked): the agent should `Answer` it.
+    Query {
+        ltime: LamportTime,
+        id: u32,
+        name: String,
+        payload: Vec<u8>,
+        reply_to: Arc<str>,
+    },
+    /// The query `token` asked is over: each answering member's name and answer.
+    Answers {
+        token: u64,
+        answers: Vec<(Arc<str>, Vec<u8>)>,
+    },
 }
 
 /// How a member changed.
@@ -294,6 +312,10 @@ pub struct Gossip {
     next_push_pull: Time,
     next_reconnect: Time,
     serf: serf::Serf,
+    queries: query::Queries,
+    /// Queries seen and answers given during this step, emitted by `poll`.
+    pending_queries: Vec<GossipEffect>,
+    pending_answers: Vec<(Arc<str>, Msg)>,
     joins: BTreeMap<u64, PendingJoin>,
     /// Set by `Leave`: when the host may stop.
     leave_at: Option<Time>,
@@ -321,6 +343,9 @@ impl Gossip {
         Gossip {
             awareness: Awareness::new(if cfg.lifeguard { cfg.awareness_max_multiplier } else { 1 }),
             serf: serf::Serf::new(&cfg),
+            queries: query::Queries::default(),
+            pending_queries: Vec::new(),
+            pending_answers: Vec::new(),
             cfg,
             me,
             members,
@@ -378,6 +403,14 @@ impl Gossip {
             }
             GossipInput::ForceLeave { node, prune } => self.force_leave(now, &node, prune, out),
             GossipInput::UserEvent { name, payload } => self.fire(now, name, payload),
+            GossipInput::Query { token, name, payload, timeout } => {
+                self.ask(now, token, name, payload, timeout);
+                Ok(())
+            }
+            GossipInput::Answer { ltime, id, reply_to, payload } => {
+                self.answer(now, ltime, id, reply_to, payload);
+                Ok(())
+            }
         };
         self.poll(now, out);
         result
@@ -396,6 +429,7 @@ impl Gossip {
             self.joins.values().map(|j| j.deadline).min(),
             self.leave_at,
             self.serf.next_deadline(),
+            self.queries.next_deadline(),
         ];
         others.into_iter().flatten().fold(next, Time::min)
     }
@@ -525,6 +559,7 @@ impl Gossip {
             }
         }
         self.serf.poll(now, out);
+        self.poll_queries(now, out);
         if let Some(at) = self.leave_at {
             let told = !self.queue.holds(&broadcast::Topic::Member(self.me.name.clone()))
                 && !self.queue.holds(&broadcast::Topic::Intent(self.me.name.clone()));

@@ -66,6 +66,14 @@ impl Gossip {
             Msg::Dead { incarnation, node, from } => self.on_dead(now, incarnation, node, from, out),
             Msg::Intent { leave, node, ltime, prune } => self.on_intent(now, leave, node, ltime, prune, out),
             Msg::User { ltime, name, payload } => self.on_user(now, ltime, name, payload),
+            Msg::Query { ltime, id, name, payload, reply_to } => {
+                if reply_to.len() <= MAX_NAME {
+                    self.on_query(ltime, id, name, payload, reply_to);
+                }
+            }
+            Msg::QueryResponse { ltime, id, from, payload } => {
+                self.on_query_response(now, ltime, id, from, payload)
+            }
         }
     }
 

@@ -500,3 +500,48 @@ fn news_at_the_end_of_the_counters_neither_crashes_nor_rewinds() {
     assert_eq!((g.member_clock(), g.event_clock()), (max, max));
     assert_eq!(g.member("n0").unwrap().status(), MemberStatus::Alive);
 }
+
+#[test]
+fn a_query_reaches_every_member_and_collects_each_answer_once() {
+    let mut net = Net::new(5, lan());
+    net.join_all();
+    net.run_for(Duration::from_secs(3));
+    let query = GossipInput::Query {
+        token: 7,
+        name: "ask".into(),
+        payload: b"q".to_vec(),
+        timeout: Duration::from_secs(2),
+    };
+    net.input(1, query).unwrap();
+    // Play the agents: answer every query shown, with this member's name.
+    let end = net.now + Duration::from_secs(3);
+    while net.now < end {
+        net.run_for(Duration::from_millis(10));
+        for i in 0..5 {
+            let shown: Vec<_> = net.events[i]
+                .iter()
+                .filter_map(|(_, e)| match e {
+                    GossipEffect::Query { ltime, id, reply_to, .. } => Some((*ltime, *id, reply_to.clone())),
+                    _ => None,
+                })
+                .collect();
+            net.events[i].retain(|(_, e)| !matches!(e, GossipEffect::Query { .. }));
+            for (ltime, id, reply_to) in shown {
+                let payload = format!("n{i}").into_bytes();
+                net.input(i, GossipInput::Answer { ltime, id, reply_to, payload }).unwrap();
+            }
+        }
+    }
+    let answers: Vec<_> = net.events[1]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            GossipEffect::Answers { token: 7, answers } => Some(answers.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "one report per query");
+    let got: Vec<(String, String)> =
+        answers[0].iter().map(|(n, p)| (n.to_string(), String::from_utf8(p.clone()).unwrap())).collect();
+    let want: Vec<(String, String)> = (0..5).map(|i| (format!("n{i}"), format!("n{i}"))).collect();
+    assert_eq!(got, want);
+}

@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use super::{Effect, Node, Reply, SERF_HEALTH};
+use crate::api::shapes::KeyringPool;
 use crate::api::shapes::{Member as MemberJson, UserEvent};
-use crate::api::{ApiResponse, QueryMeta, QueryOpts};
+use crate::api::{ApiResponse, KeyringOp, QueryMeta, QueryOpts};
 use crate::fsm::catalog::{Deregistration, Health, HealthCheck, Registration};
 use crate::fsm::Command;
+use crate::gossip::keyring::{GossipKey, Keyring};
 use crate::gossip::wire::{Codec, Frame};
 use crate::gossip::{Change, Gossip, GossipConfig, GossipEffect, GossipInput, Identity, MemberStatus, Tags};
 use crate::ids::{Index, ReqId};
@@ -22,6 +24,9 @@ use crate::rng::{Rng, Stream};
 use crate::rpc::Work;
 use crate::time::{Duration, Time};
 use serde::{Deserialize, Serialize};
+
+/// The query every member answers with its keyring (after applying the operation).
+const KEYRING_QUERY: &str = "_muster-keyring";
 
 /// How many received user events `/v1/event/list` keeps.
 const EVENT_RING: usize = 256;
@@ -57,6 +62,14 @@ struct EventBody {
     tag_filter: String,
 }
 
+/// A member's answer to a keyring query: its keys after the operation, or why it failed.
+#[derive(Serialize, Deserialize)]
+struct KeyringAnswer {
+    keys: Vec<String>,
+    primary: String,
+    error: Option<String>,
+}
+
 #[derive(Debug)]
 enum Joiner {
     Request(ReqId),
@@ -88,6 +101,8 @@ pub(super) struct Membership {
     leaving: Vec<ReqId>,
     events: VecDeque<UserEvent>,
     event_waiters: Vec<EventWaiter>,
+    /// Keyring requests waiting for their query's answers: token → (request, operation).
+    keyring: BTreeMap<u64, (ReqId, KeyringOp)>,
     /// LAN members of this datacenter that are servers: name → server RPC address.
     pub(super) servers: BTreeMap<String, String>,
     dirty: bool,
@@ -125,6 +140,7 @@ impl Membership {
             leaving: Vec::new(),
             events: VecDeque::new(),
             event_waiters: Vec::new(),
+            keyring: BTreeMap::new(),
             servers: BTreeMap::new(),
             dirty: true,
             reconciling: false,
@@ -305,6 +321,20 @@ impl Node {
                 }
                 None => {}
             },
+            GossipEffect::Query { ltime, id, name, payload, reply_to } => {
+                if name == KEYRING_QUERY {
+                    let answer = keyring_apply(&mut m.codec.keyring, &payload);
+                    let payload = postcard::to_allocvec(&answer).expect("answers serialize");
+                    let _ =
+                        self.gossip_input(pool, GossipInput::Answer { ltime, id, reply_to, payload }, out);
+                }
+            }
+            GossipEffect::Answers { token, answers } => {
+                if let Some((id, op)) = m.keyring.remove(&token) {
+                    let resp = self.keyring_response(pool, op, answers);
+                    out.push(Effect::Respond { id, resp });
+                }
+            }
             GossipEffect::Left => {
                 if pool == Pool::Lan {
                     for id in std::mem::take(&mut m.leaving) {
@@ -570,6 +600,76 @@ impl Node {
         m.event_waiters.push(EventWaiter { id, name, hash, deadline: now + wait });
     }
 
+    // ---- keyring ----
+
+    /// Keyring operations run as a query every member answers (applying it first), as
+    /// Consul's do; the query travels sealed with the current key, so only holders of a
+    /// key can change the keyring.
+    pub(super) fn api_keyring(&mut self, id: ReqId, op: KeyringOp, out: &mut Vec<Effect>) {
+        let respond = |out: &mut Vec<Effect>, resp| out.push(Effect::Respond { id, resp });
+        let Some(m) = self.membership.as_mut() else {
+            return respond(out, ApiResponse::error(500, "gossip is not enabled"));
+        };
+        if m.codec.keyring.is_none() {
+            return respond(out, ApiResponse::error(500, "Gossip encryption is not enabled"));
+        }
+        if let KeyringOp::Install(k) | KeyringOp::Use(k) | KeyringOp::Remove(k) = &op {
+            if let Err(e) = GossipKey::from_base64(k) {
+                return respond(out, ApiResponse::error(400, format!("Invalid key: {e}")));
+            }
+        }
+        m.next_token += 1;
+        let token = m.next_token;
+        m.keyring.insert(token, (id, op.clone()));
+        let cfg = m.lan.config();
+        let n = m.lan.alive_count();
+        // Serf's query timeout: 16 gossip intervals per generation the pool needs.
+        let timeout = cfg.gossip_interval * 16 * crate::gossip::lifeguard::log10_ceil(n);
+        let payload = postcard::to_allocvec(&op).expect("keyring operations serialize");
+        let query = GossipInput::Query { token, name: KEYRING_QUERY.into(), payload, timeout };
+        let _ = self.gossip_input(Pool::Lan, query, out);
+    }
+
+    fn keyring_response(&self, pool: Pool, op: KeyringOp, answers: Vec<(Arc<str>, Vec<u8>)>) -> ApiResponse {
+        let Some(m) = self.membership.as_ref() else {
+            return ApiResponse::error(500, "gossip is not enabled");
+        };
+        let nodes = m.lan.alive_count();
+        let answers: Vec<(Arc<str>, KeyringAnswer)> =
+            answers.into_iter().filter_map(|(n, p)| Some((n, postcard::from_bytes(&p).ok()?))).collect();
+        let errors: Vec<String> =
+            answers.iter().filter_map(|(n, a)| a.error.as_ref().map(|e| format!("{n}: {e}"))).collect();
+        if !errors.is_empty() {
+            return ApiResponse::error(
+                500,
+                format!("{} nodes reported an error: {}", errors.len(), errors.join("; ")),
+            );
+        }
+        if op == KeyringOp::List {
+            let mut keys = BTreeMap::new();
+            let mut primary = BTreeMap::new();
+            for (_, a) in &answers {
+                for k in &a.keys {
+                    *keys.entry(k.clone()).or_insert(0) += 1;
+                }
+                *primary.entry(a.primary.clone()).or_insert(0) += 1;
+            }
+            let pools = vec![KeyringPool {
+                wan: pool == Pool::Wan,
+                datacenter: self.cfg.node.datacenter.clone(),
+                segment: String::new(),
+                keys,
+                primary_keys: primary,
+                num_nodes: nodes,
+            }];
+            return ApiResponse::json(Reply::Keyring(pools));
+        }
+        if answers.len() < nodes {
+            return ApiResponse::error(500, format!("{}/{} nodes reported success", answers.len(), nodes));
+        }
+        ApiResponse::empty()
+    }
+
     // ---- leader reconcile ----
 
     /// On the leader: make the catalog agree with the LAN pool. Alive members get a node
@@ -689,5 +789,26 @@ impl Node {
             format!("{}:{port}", cfg.node.address)
         };
         Identity { name: name.into(), addr: addr.into(), tags }
+    }
+}
+
+/// Applies a keyring query to this member's keyring and says what it holds now.
+fn keyring_apply(keyring: &mut Option<Keyring>, payload: &[u8]) -> KeyringAnswer {
+    let fail = |e: String| KeyringAnswer { keys: vec![], primary: String::new(), error: Some(e) };
+    let Some(k) = keyring.as_mut() else { return fail("gossip encryption is not enabled".into()) };
+    let Ok(op) = postcard::from_bytes::<KeyringOp>(payload) else {
+        return fail("malformed keyring query".into());
+    };
+    let key = |text: &str| GossipKey::from_base64(text).map_err(|e| e.to_string());
+    let result = match &op {
+        KeyringOp::List => Ok(()),
+        KeyringOp::Install(t) => key(t).map(|g| k.install(g)),
+        KeyringOp::Use(t) => key(t).and_then(|g| k.use_key(&g).map_err(|e| e.to_string())),
+        KeyringOp::Remove(t) => key(t).and_then(|g| k.remove(&g).map_err(|e| e.to_string())),
+    };
+    KeyringAnswer {
+        keys: k.keys().iter().map(GossipKey::to_base64).collect(),
+        primary: k.primary().to_base64(),
+        error: result.err(),
     }
 }

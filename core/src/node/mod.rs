@@ -565,6 +565,7 @@ impl Node {
                 self.api_fire(id, name, (payload, node, service, tag), out)
             }
             ApiRequest::EventList { name, q } => self.api_event_list(id, name, q, out),
+            ApiRequest::OperatorKeyring { op } => self.api_keyring(id, op, out),
             ApiRequest::AgentServices => {
                 let dc = &self.cfg.node.datacenter;
                 let map = self.agent.services().map(|s| (s.id.clone(), AgentService::new(s, dc))).collect();
