@@ -64,6 +64,10 @@ pub enum Effect {
     Gossip { pool: Pool, to: String, bytes: Vec<u8>, stream: bool, tag: Option<u64> },
     /// The agent left its pools gracefully (`/v1/agent/leave`): the host should stop.
     Exit,
+    /// The gossip keyring changed: keep these keys (base64, the primary first) where the
+    /// agent will find them at its next start (the data dir), or the agent may not be able
+    /// to rejoin a pool that has rotated away from its `encrypt` key.
+    SaveKeyring { keys: Vec<String> },
     /// Something worth telling observers (logs, the simulator's checkers).
     Emit(Event),
 }

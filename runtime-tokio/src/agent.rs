@@ -234,15 +234,21 @@ fn gossip_setup(cfg: &AgentConfig) -> Result<GossipSetup, AgentError> {
         retransmit_mult: g.retransmit_mult,
         ..base
     };
-    let codec = match &cfg.encrypt {
-        Some(text) => {
-            let key = GossipKey::from_base64(text).map_err(|e| AgentError::Encrypt(e.to_string()))?;
-            Codec {
-                keyring: Some(Keyring::new(key)),
-                verify_incoming: cfg.encrypt_verify_incoming,
-                verify_outgoing: cfg.encrypt_verify_outgoing,
-            }
+    let keyring = match (saved_keyring(cfg)?, &cfg.encrypt) {
+        // A keyring rotated at run time wins over `encrypt`, as Consul's local.keyring does:
+        // the pool may no longer accept the configured key.
+        (Some(saved), _) => Some(saved),
+        (None, Some(text)) => {
+            Some(Keyring::new(GossipKey::from_base64(text).map_err(|e| AgentError::Encrypt(e.to_string()))?))
         }
+        (None, None) => None,
+    };
+    let codec = match keyring {
+        Some(k) => Codec {
+            keyring: Some(k),
+            verify_incoming: cfg.encrypt_verify_incoming,
+            verify_outgoing: cfg.encrypt_verify_outgoing,
+        },
         None => Codec::plain(),
     };
     let resolve = |list: &[String], port: i32| -> Result<Vec<String>, AgentError> {
@@ -257,6 +263,30 @@ fn gossip_setup(cfg: &AgentConfig) -> Result<GossipSetup, AgentError> {
         retry_interval: cfg.retry_interval,
         retry_interval_wan: cfg.retry_interval_wan,
     })
+}
+
+/// Where a rotated gossip keyring is kept: `<data_dir>/keyring`.
+fn keyring_path(cfg: &AgentConfig) -> Option<std::path::PathBuf> {
+    cfg.data_dir.as_ref().map(|d| d.join("keyring"))
+}
+
+/// The keyring saved by an earlier run (a JSON array of base64 keys, the primary first).
+fn saved_keyring(cfg: &AgentConfig) -> Result<Option<Keyring>, AgentError> {
+    let Some(path) = keyring_path(cfg) else { return Ok(None) };
+    let bad = |why: String| AgentError::Encrypt(format!("{}: {why}", path.display()));
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let keys: Vec<String> = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    let mut keys = keys.iter().map(|k| GossipKey::from_base64(k).map_err(|e| bad(e.to_string())));
+    let Some(primary) = keys.next().transpose()? else { return Err(bad("no keys".into())) };
+    let mut ring = Keyring::new(primary);
+    for k in keys {
+        ring.install(k?);
+    }
+    Ok(Some(ring))
 }
 
 /// `host[:port]` resolved to `ip:port`, with `default_port` when none is given.
@@ -343,6 +373,9 @@ pub async fn start(cfg: &AgentConfig, mut node_cfg: Config, pretty: bool) -> Res
     };
     let me = format!("{}:{}", node.config().node.address, node.config().ports.server);
     let (mut host, handle) = Host::new(node, Instant::now(), storage, me);
+    if let Some(path) = keyring_path(cfg) {
+        host.keep_keyring_in(path);
+    }
     for (pool, bound) in gossip_ports {
         let port = bound.serve(pool, host.deliveries()).map_err(|err| AgentError::Bind {
             what: "gossip",

@@ -497,6 +497,15 @@ fn remove_newest_first(dir: &Path, segments: &[u64]) -> Result<(), DiskError> {
     Ok(())
 }
 
+/// Replaces the file at `path` with `bytes` so that after a crash it is either the old file
+/// or the whole new one (temp file, sync, rename, directory sync).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    write_renamed(dir, name, &[bytes])?;
+    sync_dir(dir)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), DiskError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("syncing the directory", dir))
 }

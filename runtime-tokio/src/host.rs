@@ -104,6 +104,8 @@ pub struct Host {
     deliveries: mpsc::UnboundedReceiver<Delivery>,
     delivery_tx: mpsc::UnboundedSender<Delivery>,
     gossip: HashMap<Pool, GossipPort>,
+    /// Where a changed gossip keyring is kept (`<data_dir>/keyring`), if anywhere.
+    keyring_file: Option<std::path::PathBuf>,
 }
 
 impl Host {
@@ -136,6 +138,7 @@ impl Host {
             deliveries,
             delivery_tx,
             gossip: HashMap::new(),
+            keyring_file: None,
         };
         (host, handle)
     }
@@ -143,6 +146,11 @@ impl Host {
     /// Sends this pool's gossip through `port`.
     pub fn add_gossip(&mut self, pool: Pool, port: GossipPort) {
         self.gossip.insert(pool, port);
+    }
+
+    /// Keep the gossip keyring in `path` whenever it changes.
+    pub fn keep_keyring_in(&mut self, path: std::path::PathBuf) {
+        self.keyring_file = Some(path);
     }
 
     /// Where the server-port listener hands what peers send.
@@ -250,6 +258,18 @@ impl Host {
                             port.send(to, bytes, stream, tag);
                         }
                     }
+                    Effect::SaveKeyring { keys } => {
+                        if let Some(path) = &self.keyring_file {
+                            match crate::disk::write_atomically(path, &keyring_json(&keys)) {
+                                Ok(()) => {
+                                    tracing::info!(path = %path.display(), keys = keys.len(), "gossip keyring saved")
+                                }
+                                Err(e) => {
+                                    tracing::error!(path = %path.display(), error = %e, "gossip keyring not saved")
+                                }
+                            }
+                        }
+                    }
                     Effect::Exit => {
                         tracing::info!("left the cluster gracefully; stopping");
                         // The leave request's answer is on its way: give it time to be written.
@@ -265,6 +285,12 @@ impl Host {
         }
         Ok(())
     }
+}
+
+/// The keyring file: a JSON array of base64 keys, the primary first (as Consul's
+/// `local.keyring`).
+fn keyring_json(keys: &[String]) -> Vec<u8> {
+    serde_json::to_vec(keys).expect("strings serialize")
 }
 
 fn log_event(event: &Event) -> Result<(), HostError> {

@@ -412,7 +412,9 @@ impl World {
                 Effect::Send { to, .. } | Effect::Gossip { to, .. } => {
                     return Err(self.fail(format!("a lone server sent a message to {to}")));
                 }
-                Effect::Exit => return Err(self.fail("the workload never asks the agent to leave".into())),
+                Effect::Exit | Effect::SaveKeyring { .. } => {
+                    return Err(self.fail("the workload never leaves nor rotates keys".into()))
+                }
                 Effect::Emit(e) => self.record(format!("{} emit {e:?}", self.now)),
             }
         }

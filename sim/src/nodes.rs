@@ -185,7 +185,9 @@ impl Nodes {
             Effect::Gossip { to, .. } => {
                 return self.env.fail(format!("n{node} gossiped to {to} without gossip"))
             }
-            Effect::Exit => return self.env.fail(format!("n{node} left, which nothing asked for")),
+            Effect::Exit | Effect::SaveKeyring { .. } => {
+                return self.env.fail(format!("n{node} left or rotated keys, which nothing asked for"))
+            }
             Effect::Respond { id, resp } => self.answered(node, id.0 as usize, resp)?,
             Effect::Emit(Event::BecameLeader { term }) => {
                 self.env.mix(&[5, node as u64, term.0]);

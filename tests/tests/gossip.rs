@@ -126,6 +126,13 @@ fn five_agents_gossip_detect_failure_leave_events_and_refuse_a_wrong_key() {
     let unknown = agents[0].cli(&["force-leave", "nobody"]);
     assert!(!unknown.status.success());
 
+    // The killed agent comes back on its data dir. Its `-encrypt` key was rotated away, but
+    // the keyring it saved there still holds the pool's key, so it rejoins and refutes `left`.
+    agents[4].restart();
+    wait_until("the restarted agent is alive everywhere", PATIENCE, || {
+        agents[..3].iter().all(|a| status_of(a, "a4") == Some(1))
+    });
+
     // A stranger with the wrong key is refused, and nobody counts it as a member.
     let mut stranger = start(5, &serf, WRONG_KEY, &dir);
     std::thread::sleep(Duration::from_secs(3));
@@ -180,4 +187,52 @@ fn gossip_endpoints_refuse_bad_input_and_garbage_on_the_ports_is_dropped() {
     let r = agent.req("GET", &format!("/v1/event/list?index={index}&wait=1s"), None);
     assert!(start.elapsed() >= Duration::from_millis(900), "it blocked");
     assert_eq!(r.header("X-Consul-Index"), Some(index.as_str()));
+}
+
+#[test]
+fn servers_of_two_datacenters_meet_in_the_wan_pool() {
+    let dir = std::env::temp_dir().join(format!("muster-wan-{}", free_port()));
+    let wan1 = free_port().to_string();
+    let data = |n: &str| dir.join(n).to_str().expect("UTF-8").to_string();
+    let (d1, d2) = (data("one"), data("two"));
+    let (rpc1, rpc2) = (free_port().to_string(), free_port().to_string());
+    let base = ["-server", "-bootstrap", "-bind", "127.0.0.1", "-client", "127.0.0.1"];
+    let mut args1 = base.to_vec();
+    args1.extend([
+        "-data-dir",
+        &d1,
+        "-node",
+        "one",
+        "-datacenter",
+        "east",
+        "-serf-wan-port",
+        &wan1,
+        "-server-port",
+        &rpc1,
+    ]);
+    let one = Agent::start(&args1);
+    let join = format!("127.0.0.1:{wan1}");
+    let mut args2 = base.to_vec();
+    args2.extend([
+        "-data-dir",
+        &d2,
+        "-node",
+        "two",
+        "-datacenter",
+        "west",
+        "-retry-join-wan",
+        &join,
+        "-server-port",
+        &rpc2,
+    ]);
+    let two = Agent::start(&args2);
+    let dcs = |a: &Agent| a.req("GET", "/v1/catalog/datacenters", None).json();
+    wait_until("both datacenters are known on both sides", PATIENCE, || {
+        dcs(&one) == serde_json::json!(["east", "west"]) && dcs(&two) == serde_json::json!(["west", "east"])
+    });
+    let wan = one.req("GET", "/v1/agent/members?wan=1", None).json();
+    let mut names: Vec<&str> = wan.as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["one.east", "two.west"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

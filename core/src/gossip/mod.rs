@@ -78,7 +78,8 @@ impl Member {
         }
     }
 
-    fn down(&self) -> bool {
+    /// Dead or left: no longer probed.
+    pub fn down(&self) -> bool {
         matches!(self.state, State::Dead | State::Left)
     }
 }

@@ -68,6 +68,9 @@ struct KeyringAnswer {
     keys: Vec<String>,
     primary: String,
     error: Option<String>,
+    /// Whether the operation changed this member's keyring (not sent: a local fact).
+    #[serde(skip)]
+    changed: bool,
 }
 
 #[derive(Debug)]
@@ -324,6 +327,9 @@ impl Node {
             GossipEffect::Query { ltime, id, name, payload, reply_to } => {
                 if name == KEYRING_QUERY {
                     let answer = keyring_apply(&mut m.codec.keyring, &payload);
+                    if answer.error.is_none() && answer.changed {
+                        out.push(Effect::SaveKeyring { keys: answer.keys.clone() });
+                    }
                     let payload = postcard::to_allocvec(&answer).expect("answers serialize");
                     let _ =
                         self.gossip_input(pool, GossipInput::Answer { ltime, id, reply_to, payload }, out);
@@ -418,6 +424,22 @@ impl Node {
                 }
             })
             .collect())
+    }
+
+    /// Datacenters known from the WAN pool, this one first (no network coordinates yet to
+    /// sort the others by distance, so by name).
+    pub(super) fn datacenters(&self) -> Vec<String> {
+        let own = self.cfg.node.datacenter.clone();
+        let mut others: Vec<String> = self
+            .membership
+            .as_ref()
+            .and_then(|m| m.wan.as_ref())
+            .map(|w| w.members().filter(|x| !x.down()).filter_map(|x| x.id.tags.get("dc").cloned()).collect())
+            .unwrap_or_default();
+        others.retain(|dc| *dc != own);
+        others.sort();
+        others.dedup();
+        std::iter::once(own).chain(others).collect()
     }
 
     /// (alive, failed, left) LAN member counts for `agent/self` stats.
@@ -794,12 +816,14 @@ impl Node {
 
 /// Applies a keyring query to this member's keyring and says what it holds now.
 fn keyring_apply(keyring: &mut Option<Keyring>, payload: &[u8]) -> KeyringAnswer {
-    let fail = |e: String| KeyringAnswer { keys: vec![], primary: String::new(), error: Some(e) };
+    let fail =
+        |e: String| KeyringAnswer { keys: vec![], primary: String::new(), error: Some(e), changed: false };
     let Some(k) = keyring.as_mut() else { return fail("gossip encryption is not enabled".into()) };
     let Ok(op) = postcard::from_bytes::<KeyringOp>(payload) else {
         return fail("malformed keyring query".into());
     };
     let key = |text: &str| GossipKey::from_base64(text).map_err(|e| e.to_string());
+    let before = (k.keys().to_vec(), k.primary().clone());
     let result = match &op {
         KeyringOp::List => Ok(()),
         KeyringOp::Install(t) => key(t).map(|g| k.install(g)),
@@ -810,5 +834,6 @@ fn keyring_apply(keyring: &mut Option<Keyring>, payload: &[u8]) -> KeyringAnswer
         keys: k.keys().iter().map(GossipKey::to_base64).collect(),
         primary: k.primary().to_base64(),
         error: result.err(),
+        changed: before != (k.keys().to_vec(), k.primary().clone()),
     }
 }

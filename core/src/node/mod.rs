@@ -523,11 +523,9 @@ impl Node {
                 Ok(d) => self.propose_write(id, Command::Deregister(d), out),
                 Err(e) => self.respond(id, e.into(), out),
             },
-            ApiRequest::CatalogDatacenters => self.respond(
-                id,
-                ApiResponse::json(Reply::Strings(vec![self.cfg.node.datacenter.clone()])),
-                out,
-            ),
+            ApiRequest::CatalogDatacenters => {
+                self.respond(id, ApiResponse::json(Reply::Strings(self.datacenters())), out)
+            }
             ApiRequest::StatusLeader => {
                 let leader = self.raft.leader().unwrap_or_default().to_string();
                 self.respond(id, ApiResponse::json(Reply::Str(leader)), out)
