@@ -179,6 +179,9 @@ fn gossip_endpoints_refuse_bad_input_and_garbage_on_the_ports_is_dropped() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(statuses(&agent), vec![("test-node".to_string(), 1)], "still alone and alive");
     assert!(agent.log_text().contains("gossip message dropped"), "garbage is logged");
+    let me = agent.req("GET", "/v1/agent/self", None).json();
+    let dropped: u64 = me["Stats"]["serf_lan"]["dropped"].as_str().unwrap().parse().unwrap();
+    assert!(dropped >= 5, "garbage is counted: {dropped}");
 
     // Blocking on the event list returns when the wait runs out, with the same index.
     let r = agent.req("GET", "/v1/event/list", None);

@@ -104,6 +104,8 @@ pub(super) struct Membership {
     leaving: Vec<ReqId>,
     events: VecDeque<UserEvent>,
     event_waiters: Vec<EventWaiter>,
+    /// Gossip messages refused per pool (garbage, wrong transport, wrong key).
+    dropped: BTreeMap<Pool, u64>,
     /// Keyring requests waiting for their query's answers: token → (request, operation).
     keyring: BTreeMap<u64, (ReqId, KeyringOp)>,
     /// LAN members of this datacenter that are servers: name → server RPC address.
@@ -144,6 +146,7 @@ impl Membership {
             events: VecDeque::new(),
             event_waiters: Vec::new(),
             keyring: BTreeMap::new(),
+            dropped: BTreeMap::new(),
             servers: BTreeMap::new(),
             dirty: true,
             reconciling: false,
@@ -237,16 +240,20 @@ impl Node {
     ) {
         let Some(m) = self.membership.as_ref() else { return };
         let input = match (m.codec.decode(bytes), stream) {
-            (Ok(Frame::Packet(packet)), false) => GossipInput::Packet { from: from.into(), packet },
-            (Ok(Frame::PushPull(msg)), true) => GossipInput::Stream { msg },
-            (Ok(_), _) => {
-                let reason = "a frame on the wrong transport".to_string();
-                out.push(Effect::Emit(Event::GossipDropped { pool, from, reason }));
-                return;
+            (Ok(Frame::Packet(packet)), false) => {
+                Ok(GossipInput::Packet { from: from.clone().into(), packet })
             }
-            (Err(e), _) => {
-                out.push(Effect::Emit(Event::GossipDropped { pool, from, reason: e.to_string() }));
-                return;
+            (Ok(Frame::PushPull(msg)), true) => Ok(GossipInput::Stream { msg }),
+            (Ok(_), _) => Err("a frame on the wrong transport".to_string()),
+            (Err(e), _) => Err(e.to_string()),
+        };
+        let input = match input {
+            Ok(input) => input,
+            Err(reason) => {
+                if let Some(m) = self.membership.as_mut() {
+                    *m.dropped.entry(pool).or_insert(0) += 1;
+                }
+                return out.push(Effect::Emit(Event::GossipDropped { pool, from, reason }));
             }
         };
         let _ = self.gossip_input(pool, input, out);
@@ -442,15 +449,35 @@ impl Node {
         std::iter::once(own).chain(others).collect()
     }
 
-    /// (alive, failed, left) LAN member counts for `agent/self` stats.
-    pub(super) fn member_counts(&self) -> (usize, usize, usize) {
-        let Some(m) = self.membership.as_ref() else { return (1, 0, 0) };
-        let count = |s: MemberStatus| m.lan.members().filter(|x| x.status() == s).count();
-        (
-            count(MemberStatus::Alive) + count(MemberStatus::Leaving),
-            count(MemberStatus::Failed),
-            count(MemberStatus::Left),
-        )
+    /// A pool's `Stats` section of `/v1/agent/self` (serf's names, plus `dropped`: packets
+    /// and streams refused as garbage or sealed with a key this agent lacks). Without gossip
+    /// the LAN section shows this agent alone.
+    pub(super) fn pool_stats(&self, pool: Pool) -> Option<BTreeMap<String, String>> {
+        let Some(m) = self.membership.as_ref() else {
+            let alone = [("members", "1"), ("failed", "0"), ("left", "0")];
+            return (pool == Pool::Lan)
+                .then(|| alone.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        };
+        let g = match pool {
+            Pool::Lan => &m.lan,
+            Pool::Wan => m.wan.as_ref()?,
+        };
+        let count = |s: &[MemberStatus]| g.members().filter(|x| s.contains(&x.status())).count();
+        let stats = [
+            ("members", count(&[MemberStatus::Alive, MemberStatus::Leaving])),
+            ("failed", count(&[MemberStatus::Failed])),
+            ("left", count(&[MemberStatus::Left])),
+            ("health_score", g.health_score() as usize),
+            ("member_time", g.member_clock().0 as usize),
+            ("event_time", g.event_clock().0 as usize),
+            ("intent_queue", 0),
+            ("event_queue", g.pending_broadcasts()),
+            ("dropped", m.dropped.get(&pool).copied().unwrap_or(0) as usize),
+        ];
+        let mut map: BTreeMap<String, String> =
+            stats.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        map.insert("encrypted".into(), m.codec.keyring.is_some().to_string());
+        Some(map)
     }
 
     pub(super) fn api_join(&mut self, id: ReqId, addr: String, wan: bool, out: &mut Vec<Effect>) {

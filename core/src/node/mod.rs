@@ -23,7 +23,7 @@ use crate::checks::Scheduler;
 use crate::fsm::catalog::{Deregistration, Health, HealthCheck, NodeService, Registration, Weights};
 use crate::fsm::{fnv1a, Command, State};
 use crate::ids::{Index, ReqId};
-use crate::io::{Effect, Event, Input, Recovered};
+use crate::io::{Effect, Event, Input, Pool, Recovered};
 use crate::raft::{RaftInput, Replica, ReplicaConfig};
 use crate::rng::{Rng, Stream};
 use crate::rpc::Work;
@@ -844,10 +844,11 @@ impl Node {
             ]),
         );
         stats.insert("runtime".into(), c.host_stats.clone());
-        stats.insert("serf_lan".into(), {
-            let (members, failed, left) = self.member_counts();
-            s(&[("members", members.to_string()), ("failed", failed.to_string()), ("left", left.to_string())])
-        });
+        for (name, pool) in [("serf_lan", Pool::Lan), ("serf_wan", Pool::Wan)] {
+            if let Some(stats_of_pool) = self.pool_stats(pool) {
+                stats.insert(name.into(), stats_of_pool);
+            }
+        }
         let xds = (c.ports.grpc > 0).then(|| Xds {
             supported_proxies: BTreeMap::new(),
             port: c.ports.grpc,
