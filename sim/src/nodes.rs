@@ -22,11 +22,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use muster_core::agent::NodeInfo;
 use muster_core::api::shapes::Reply;
 use muster_core::api::{ApiRequest, ApiResponse, Body, Consistency, KvRead, QueryOpts};
+use muster_core::fsm::catalog::Health;
 use muster_core::fsm::kv::KvSetMode;
 use muster_core::fsm::State;
+use muster_core::gossip::wire::Codec;
+use muster_core::gossip::{GossipConfig, MemberStatus};
 use muster_core::ids::{Index, PersistToken, ReqId, Term};
-use muster_core::io::{Effect, Event, Input, PersistOp, Recovered};
-use muster_core::node::{Config, Node};
+use muster_core::io::{Effect, Event, Input, PersistOp, Pool, Recovered};
+use muster_core::node::{Config, GossipSetup, Node};
 use muster_core::raft::disk;
 use muster_core::rpc::PeerMessage;
 use muster_core::time::Duration;
@@ -59,12 +62,52 @@ pub fn run_nodes_traced(seed: u64) -> (ClusterOutcome, Vec<String>) {
 }
 
 /// A message its server could not hand over: the destination was down.
+/// What the transport tells a server about its own sends.
 #[derive(Debug)]
-struct Undelivered {
-    life: u32,
-    to: usize,
-    bytes: Vec<u8>,
+enum Local {
+    /// A server message for a server that was down came back.
+    Undelivered { life: u32, to: usize, bytes: Vec<u8> },
+    /// A gossip stream to a server that was down could not be opened.
+    Unreachable { life: u32, pool: Pool, to: String, tag: Option<u64> },
 }
+
+/// The first byte of everything on this world's wire: a server message, or gossip (per
+/// pool, datagram or stream).
+const WIRE_PEER: u8 = 0;
+
+fn gossip_kind(pool: Pool, stream: bool) -> u8 {
+    1 + 2 * u8::from(pool == Pool::Wan) + u8::from(stream)
+}
+
+/// A gossip address (`10.0.0.N:port`) as the server index it names.
+fn gossip_target(addr: &str) -> Option<usize> {
+    let host = addr.rsplit_once(':')?.0;
+    let n: usize = host.strip_prefix("10.0.0.")?.parse().ok()?;
+    n.checked_sub(1)
+}
+
+/// Gossip with its timers scaled down (probes every 100 ms, push-pull and reconnects every
+/// 5 s), so a pool that chaos split converges within the liveness phase.
+fn gossip(i: usize, n: usize) -> GossipSetup {
+    let lan = GossipConfig {
+        push_pull_interval: Duration::from_secs(5),
+        reconnect_interval: Duration::from_secs(5),
+        ..GossipConfig::lan().dev()
+    };
+    GossipSetup {
+        lan,
+        wan: GossipConfig { reconnect_interval: Duration::from_secs(5), ..GossipConfig::wan().dev() },
+        codec: Codec::plain(),
+        join: (0..n).filter(|j| *j != i).map(|j| format!("10.0.0.{}:8301", j + 1)).collect(),
+        join_wan: vec![],
+        retry_interval: Duration::from_secs(2),
+        retry_interval_wan: Duration::from_secs(30),
+    }
+}
+
+/// After the heal, how long gossip may take to agree again and the leader to write every
+/// member's `serfHealth` passing: three reconnect rounds and a suspicion timeout.
+const GOSSIP_SETTLE: Duration = Duration::from_secs(25);
 
 struct Server {
     id: String,
@@ -82,7 +125,7 @@ struct Server {
 }
 
 struct Nodes {
-    env: Env<Undelivered>,
+    env: Env<Local>,
     servers: Vec<Server>,
     ids: BTreeMap<String, usize>,
     /// The request each client operation sends, until it reaches a server.
@@ -102,6 +145,7 @@ fn config(i: usize, ids: &[String], p: &Profile) -> Config {
         bootstrap: false,
         bootstrap_expect: ids.len() as u32,
         retry_join: ids.to_vec(),
+        gossip: Some(gossip(i, ids.len())),
         raft_election_timeout: ELECTION,
         raft_heartbeat: HEARTBEAT,
         rpc_hold_timeout: HOLD,
@@ -181,9 +225,8 @@ impl Nodes {
                 self.env.persist(node, token, op)?;
             }
             Effect::Send { to, msg } => self.send(node, &to, &msg)?,
-            // This world's servers run without gossip (the gossip world covers it).
-            Effect::Gossip { to, .. } => {
-                return self.env.fail(format!("n{node} gossiped to {to} without gossip"))
+            Effect::Gossip { pool, to, bytes, stream, tag } => {
+                self.gossip_send(node, pool, to, bytes, stream, tag)?
             }
             Effect::Exit | Effect::SaveKeyring { .. } => {
                 return self.env.fail(format!("n{node} left or rotated keys, which nothing asked for"))
@@ -209,6 +252,13 @@ impl Nodes {
             }
             Effect::Emit(Event::Failed { reason }) => {
                 return self.env.fail(format!("n{node} stopped: {reason}"))
+            }
+            Effect::Emit(Event::Member { pool, name, change }) => {
+                self.env.mix(&[12, node as u64, pool as u64, change as u64]);
+                self.env.note(|_| format!("n{node}: {pool:?} member {name} {change:?}"));
+            }
+            Effect::Emit(Event::GossipDropped { from, reason, .. }) => {
+                return self.env.fail(format!("n{node} dropped gossip from {from}: {reason}"));
             }
             Effect::Emit(_) => {}
             Effect::RunCheck { .. } | Effect::CancelCheck { .. } => {
@@ -236,6 +286,51 @@ impl Nodes {
         disk::apply(log, op);
     }
 
+    /// Gossip on the wire: a datagram for a server that is down is lost, a stream to it is
+    /// refused a round trip later.
+    fn gossip_send(
+        &mut self,
+        node: usize,
+        pool: Pool,
+        to: String,
+        bytes: Vec<u8>,
+        stream: bool,
+        tag: Option<u64>,
+    ) -> Result<(), String> {
+        let Some(target) = gossip_target(&to).filter(|t| *t < self.servers.len()) else {
+            return self.env.fail(format!("n{node} gossiped to unknown address {to}"));
+        };
+        if self.servers[target].node.is_some() {
+            let mut wire = vec![gossip_kind(pool, stream)];
+            wire.extend(bytes);
+            self.env.transmit(node, target, wire);
+        } else if stream {
+            let at = self.env.now + self.env.delay() * 2;
+            let life = self.env.machines[node].life;
+            let event = Local::Unreachable { life, pool, to, tag };
+            self.env.schedule(at, chaos::Event::Local { node, event });
+        }
+        Ok(())
+    }
+
+    /// Whether gossip agrees again and the catalog says so: every server sees every server
+    /// alive in the LAN pool, and every server's state has every server's `serfHealth`
+    /// passing (the leader's reconcile).
+    fn gossip_settled(&self) -> bool {
+        let names: Vec<String> = (0..self.servers.len()).map(|i| format!("s{i}")).collect();
+        self.servers.iter().all(|s| {
+            let Some(n) = s.node.as_ref() else { return false };
+            let alive = n.lan_members().iter().filter(|(_, st)| *st == MemberStatus::Alive).count();
+            alive == names.len()
+                && names.iter().all(|name| {
+                    n.state()
+                        .catalog
+                        .node_checks(name)
+                        .any(|c| c.check_id == "serfHealth" && c.status == Health::Passing)
+                })
+        })
+    }
+
     /// A message on the wire; one for a server that is down comes back undelivered.
     fn send(&mut self, node: usize, to: &str, msg: &PeerMessage) -> Result<(), String> {
         if let PeerMessage::Raft(m) = msg {
@@ -246,12 +341,14 @@ impl Nodes {
         };
         let bytes = postcard::to_allocvec(msg).expect("peer messages encode");
         if self.servers[to].node.is_some() {
-            self.env.transmit(node, to, bytes);
+            let mut wire = vec![WIRE_PEER];
+            wire.extend(&bytes);
+            self.env.transmit(node, to, wire);
         } else {
             // A refused connection is known about a round trip later.
             let at = self.env.now + self.env.delay() * 2;
             let life = self.env.machines[node].life;
-            let event = Undelivered { life, to, bytes };
+            let event = Local::Undelivered { life, to, bytes };
             self.env.schedule(at, chaos::Event::Local { node, event });
         }
         Ok(())
@@ -368,9 +465,9 @@ fn surely_not_applied(reason: &str) -> bool {
 }
 
 impl World for Nodes {
-    type Local = Undelivered;
+    type Local = Local;
 
-    fn env(&mut self) -> &mut Env<Undelivered> {
+    fn env(&mut self) -> &mut Env<Local> {
         &mut self.env
     }
 
@@ -389,7 +486,19 @@ impl World for Nodes {
         leading.max().map(|(_, i)| i)
     }
 
-    fn deliver(&mut self, from: usize, to: usize, bytes: &[u8]) -> Result<(), String> {
+    fn deliver(&mut self, from: usize, to: usize, wire: &[u8]) -> Result<(), String> {
+        let (&kind, bytes) = wire.split_first().expect("every message has its kind byte");
+        if kind != WIRE_PEER {
+            let pool = if kind >= 3 { Pool::Wan } else { Pool::Lan };
+            let port = if pool == Pool::Wan { 8302 } else { 8301 };
+            let input = Input::Gossip {
+                pool,
+                from: format!("10.0.0.{}:{port}", from + 1),
+                bytes: bytes.to_vec(),
+                stream: kind % 2 == 0,
+            };
+            return self.step(to, input);
+        }
         let Ok(msg) = postcard::from_bytes::<PeerMessage>(bytes) else {
             return self.env.fail("a message did not decode".into());
         };
@@ -450,17 +559,28 @@ impl World for Nodes {
         }
     }
 
-    fn local(&mut self, node: usize, event: Undelivered) -> Result<(), String> {
-        if event.life != self.env.machines[node].life {
-            return Ok(());
+    fn local(&mut self, node: usize, event: Local) -> Result<(), String> {
+        match event {
+            Local::Undelivered { life, to, bytes } => {
+                if life != self.env.machines[node].life {
+                    return Ok(());
+                }
+                let Ok(msg) = postcard::from_bytes::<PeerMessage>(&bytes) else {
+                    return self.env.fail("a message did not decode".into());
+                };
+                self.env.mix(&[11, node as u64, to as u64]);
+                self.env.note(|_| format!("n{node}: undelivered to n{to}: {msg:?}"));
+                let to = self.servers[to].id.clone();
+                self.step(node, Input::Undelivered { to, msg })
+            }
+            Local::Unreachable { life, pool, to, tag } => {
+                if life != self.env.machines[node].life {
+                    return Ok(());
+                }
+                self.env.note(|_| format!("n{node}: gossip stream to {to} refused"));
+                self.step(node, Input::GossipUnreachable { pool, to, tag })
+            }
         }
-        let Ok(msg) = postcard::from_bytes::<PeerMessage>(&event.bytes) else {
-            return self.env.fail("a message did not decode".into());
-        };
-        self.env.mix(&[11, node as u64, event.to as u64]);
-        self.env.note(|_| format!("n{node}: undelivered to n{}: {msg:?}", event.to));
-        let to = self.servers[event.to].id.clone();
-        self.step(node, Input::Undelivered { to, msg })
     }
 
     fn kill(&mut self, node: usize) {
@@ -510,11 +630,20 @@ impl World for Nodes {
             .collect();
         let converged = applied.iter().all(|a| *a == self.env.stats.max_commit);
         let ops_done = self.env.ops.iter().all(|o| o.outcome != Outcome::Pending);
-        if writes_ok && converged && ops_done {
+        let settled = self.gossip_settled();
+        if writes_ok && converged && ops_done && settled {
             return Ok(Some(self.env.check_durability(Index(self.env.stats.max_commit))));
         }
         let since = self.env.since_liveness();
-        if since > 10 * ELECTION + 2 * HOLD {
+        if writes_ok && converged && ops_done && since > 10 * ELECTION + 2 * HOLD + GOSSIP_SETTLE {
+            let views: Vec<_> =
+                self.servers.iter().map(|s| s.node.as_ref().map(|n| n.lan_members())).collect();
+            return self.env.fail(format!(
+                "gossip: {} after the heal, members or serfHealth still disagree: {views:?}",
+                fmt_duration(since)
+            ));
+        }
+        if !(writes_ok && converged && ops_done) && since > 10 * ELECTION + 2 * HOLD {
             let failing: Vec<usize> = (0..self.servers.len())
                 .filter(|s| self.live[*s].is_none_or(|op| self.env.ops[op].outcome != Outcome::Ok))
                 .collect();

@@ -433,6 +433,12 @@ impl Node {
             .collect())
     }
 
+    /// The LAN pool as this agent sees it (name, status): a read-only view for checkers.
+    pub fn lan_members(&self) -> Vec<(String, MemberStatus)> {
+        let Some(m) = self.membership.as_ref() else { return vec![] };
+        m.lan.members().map(|x| (x.id.name.to_string(), x.status())).collect()
+    }
+
     /// Datacenters known from the WAN pool, this one first (no network coordinates yet to
     /// sort the others by distance, so by name).
     pub(super) fn datacenters(&self) -> Vec<String> {
