@@ -636,8 +636,22 @@ impl World for Nodes {
         }
         let since = self.env.since_liveness();
         if writes_ok && converged && ops_done && since > 10 * ELECTION + 2 * HOLD + GOSSIP_SETTLE {
-            let views: Vec<_> =
-                self.servers.iter().map(|s| s.node.as_ref().map(|n| n.lan_members())).collect();
+            let views: Vec<_> = self
+                .servers
+                .iter()
+                .map(|s| {
+                    s.node.as_ref().map(|n| {
+                        let serf: Vec<_> = n
+                            .state()
+                            .catalog
+                            .all_checks()
+                            .filter(|c| c.check_id == "serfHealth")
+                            .map(|c| (c.node.clone(), c.status))
+                            .collect();
+                        (n.lan_members(), serf)
+                    })
+                })
+                .collect();
             return self.env.fail(format!(
                 "gossip: {} after the heal, members or serfHealth still disagree: {views:?}",
                 fmt_duration(since)

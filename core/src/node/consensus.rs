@@ -41,8 +41,8 @@ pub(super) enum Waiter {
     Remote { to: String, ctx: u64 },
     /// The leader's membership reconcile: let the next one go.
     Reconciled,
-    /// A left server's removal from Raft, which the reconcile retries if it failed.
-    PeerRemoved,
+    /// A Raft membership change the reconcile asked for (a server joined or left).
+    PeerChanged,
 }
 
 /// What a node hands to the cluster: work for the leader, or a read that needs a barrier.
@@ -139,7 +139,7 @@ impl Node {
         self.raft.role() == Role::Leader
     }
 
-    fn bootstrapped(&self) -> bool {
+    pub(super) fn bootstrapped(&self) -> bool {
         !self.raft.membership().voters.is_empty()
     }
 
@@ -299,12 +299,12 @@ impl Node {
             out.extend(ids.into_iter().map(|id| resp(id, ApiResponse::empty())));
             return;
         }
-        if let Waiter::Reconciled | Waiter::PeerRemoved = waiter {
+        if let Waiter::Reconciled | Waiter::PeerChanged = waiter {
             let now = self.now;
             if let Some(m) = self.membership.as_mut() {
                 match waiter {
                     Waiter::Reconciled => m.reconciled(now, result.is_ok()),
-                    _ => m.reconciled_peer(now, result.is_ok()),
+                    _ => m.reconciled_peer(now),
                 }
             }
             return;
@@ -320,7 +320,7 @@ impl Node {
             (Waiter::Empty(id) | Waiter::Outcome(id), Err(reason)) => {
                 resp(id, ApiResponse::error(500, reason))
             }
-            (Waiter::Synced(_) | Waiter::Reconciled | Waiter::PeerRemoved, _) => {
+            (Waiter::Synced(_) | Waiter::Reconciled | Waiter::PeerChanged, _) => {
                 unreachable!("answered above")
             }
         });
@@ -450,7 +450,15 @@ impl Node {
     /// Servers to say hello to: those found through gossip tags, plus any configured
     /// statically (the simulator's worlds).
     pub(super) fn hello_targets(&self) -> Vec<String> {
-        let gossip = self.membership.as_ref().map(|m| m.servers.values().cloned().collect::<Vec<_>>());
+        // Gossip-found servers only matter while this one waits to bootstrap: afterwards the
+        // leader adds newcomers from the member list, and hellos to every server every 2 s
+        // would cost N² messages.
+        let expecting = self.cfg.bootstrap_expect > 0 && !self.bootstrapped();
+        let gossip = self
+            .membership
+            .as_ref()
+            .filter(|_| expecting)
+            .map(|m| m.servers.values().cloned().collect::<Vec<_>>());
         let mut all: Vec<String> =
             self.cfg.retry_join.iter().cloned().chain(gossip.unwrap_or_default()).collect();
         all.sort();

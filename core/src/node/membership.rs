@@ -167,7 +167,12 @@ impl Membership {
             t = t.min(w.next_deadline());
         }
         let rest = [self.retry.values().min().copied(), self.event_waiters.iter().map(|w| w.deadline).min()];
-        rest.into_iter().flatten().fold(t.min(self.next_reconcile), Time::min)
+        rest.into_iter().flatten().fold(t, Time::min)
+    }
+
+    /// When the leader next compares the member list with the catalog.
+    pub(super) fn next_reconcile(&self) -> Time {
+        self.next_reconcile
     }
 
     /// A reconcile's writes landed (or failed: then try again shortly, not at once, since
@@ -179,10 +184,10 @@ impl Membership {
         }
     }
 
-    pub(super) fn reconciled_peer(&mut self, now: Time, ok: bool) {
-        if !ok {
-            self.next_reconcile = self.next_reconcile.min(now + RECONCILE_RETRY);
-        }
+    /// A Raft membership change from the reconcile finished: look again soon, whether for
+    /// the next change or to retry this one.
+    pub(super) fn reconciled_peer(&mut self, now: Time) {
+        self.next_reconcile = self.next_reconcile.min(now + RECONCILE_RETRY);
     }
 
     fn encode(&mut self, frame: &Frame) -> Vec<u8> {
@@ -731,7 +736,9 @@ impl Node {
     /// and a passing `serfHealth`, failed ones a critical one, left and forgotten ones are
     /// deregistered (and left servers leave the Raft configuration).
     fn reconcile_members(&mut self, now: Time, out: &mut Vec<Effect>) {
-        if !self.is_leader() {
+        // A new leader's state may still miss writes of the previous term (a critical
+        // serfHealth among them): compare only once it has caught up.
+        if !self.raft.leader_caught_up(self.state.applied()) {
             return;
         }
         let Some(m) = self.membership.as_mut() else { return };
@@ -744,6 +751,7 @@ impl Node {
         let cat = &self.state.catalog;
         let mut cmds = Vec::new();
         let mut remove_peers = Vec::new();
+        let mut add_peers = Vec::new();
         let dc = &self.cfg.node.datacenter;
         for mem in m.lan.members() {
             let name = mem.id.name.as_ref();
@@ -751,6 +759,9 @@ impl Node {
             match mem.status() {
                 MemberStatus::Alive | MemberStatus::Leaving | MemberStatus::Failed => {
                     let alive = mem.status() != MemberStatus::Failed;
+                    if mem.status() == MemberStatus::Alive {
+                        add_peers.extend(self.new_server(mem));
+                    }
                     let want = if alive { Health::Passing } else { Health::Critical };
                     if serf.is_some_and(|c| c.status == want) {
                         continue;
@@ -810,8 +821,15 @@ impl Node {
                 check_id: None,
             }));
         }
-        for rpc in remove_peers {
-            self.submit(Work::RemovePeer(rpc), Some(super::consensus::Waiter::PeerRemoved), out);
+        // One membership change at a time: the rest wait for the next reconcile, which a
+        // finished change brings forward.
+        let change = remove_peers
+            .into_iter()
+            .map(Work::RemovePeer)
+            .chain(add_peers.into_iter().map(Work::AddPeer))
+            .next();
+        if let Some(work) = change {
+            self.submit(work, Some(super::consensus::Waiter::PeerChanged), out);
         }
         if !cmds.is_empty() {
             if let Some(m) = self.membership.as_mut() {
@@ -819,6 +837,19 @@ impl Node {
             }
             self.submit(Work::Commands(cmds), Some(super::consensus::Waiter::Reconciled), out);
         }
+    }
+
+    /// An alive server of this datacenter that is not yet in the Raft configuration: its
+    /// server address (the leader adds it, as Consul's does on a serf join).
+    fn new_server(&self, mem: &crate::gossip::Member) -> Option<String> {
+        let server = mem.id.tags.get("role").is_some_and(|r| r == "consul")
+            && mem.id.tags.get("dc") == Some(&self.cfg.node.datacenter);
+        if !server {
+            return None;
+        }
+        let (host, _) = split_addr(&mem.id.addr);
+        let rpc = format!("{host}:{}", mem.id.tags.get("port")?);
+        (rpc != self.id && !self.raft.membership().is_member(&rpc)).then_some(rpc)
     }
 
     /// A left member that is still in the Raft configuration: its server address.

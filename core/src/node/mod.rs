@@ -418,6 +418,7 @@ impl Node {
             Some(self.next_full_sync),
             self.cluster.next_deadline(self.raft.leader().is_some(), !self.hello_targets().is_empty()),
             self.membership.as_ref().map(|m| m.next_deadline()),
+            self.membership.as_ref().filter(|_| self.is_leader()).map(|m| m.next_reconcile()),
         ]
         .into_iter()
         .flatten()

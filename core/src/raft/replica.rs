@@ -389,6 +389,13 @@ impl Replica {
         }
     }
 
+    /// Leading, with an entry of its own term committed and everything committed applied
+    /// (`applied` is the state machine's index): only then does its state reflect every
+    /// write an earlier leader acknowledged.
+    pub fn leader_caught_up(&self, applied: Index) -> bool {
+        self.role() == Role::Leader && self.log_term(self.commit) == Some(self.term) && applied >= self.commit
+    }
+
     /// The leader this replica follows (itself when leading), if it knows one.
     pub fn leader(&self) -> Option<&str> {
         self.leader.as_deref()

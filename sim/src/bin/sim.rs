@@ -1,6 +1,7 @@
 //! `sim run --seeds A..B [--only node|cluster|nodes|gossip] [--plant BUG]`,
 //! `sim replay [--cluster|--nodes|--gossip] --seed S [--trace] [--plant BUG]` and
-//! `sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]`.
+//! `sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]
+//! [--no-spread] [--runs K] [--slow-per-10k P] [--delay LO..HI] [--stall LEN_LO..LEN_HI/GAP_LO..GAP_HI|none]`.
 //!
 //! `run` runs every seed of the single-node world, of the replica cluster chaos world, of
 //! the nodes chaos world (whole servers) and of the gossip world twice and compares the
@@ -24,7 +25,8 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: sim run --seeds A..B [--only node|cluster|nodes|gossip] [--plant lease|fsync]\n       \
          sim replay [--cluster|--nodes|--gossip] --seed S [--trace] [--plant lease|fsync]   (SIM_OPS sets node ops per seed)\n       \
-         sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]   (N defaults to $SIM_GOSSIP_NODES, else 10000)"
+         sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]\n                          \
+         [--no-spread] [--runs K] [--slow-per-10k P] [--delay LO..HI] [--stall LEN_LO..LEN_HI/GAP_LO..GAP_HI|none]   (N defaults to $SIM_GOSSIP_NODES, else 10000; seconds)"
     );
     ExitCode::from(2)
 }
@@ -213,11 +215,35 @@ fn gossip_scale(flag: &dyn Fn(&str) -> Option<String>, has: &dyn Fn(&str) -> boo
     };
     let Some(seed) = flag("--seed").map_or(Some(1), |s| s.parse().ok()) else { return usage() };
     let Some(window) = flag("--window").map_or(Some(120), |s| s.parse().ok()) else { return usage() };
+    let mut slow = scale::SlowModel::standard();
+    let secs_range = |s: &str| -> Option<(u64, u64)> {
+        let (a, b) = s.split_once("..")?;
+        let ns = |x: &str| x.parse::<f64>().ok().filter(|v| *v >= 0.0).map(|v| (v * 1e9) as u64);
+        Some((ns(a)?, ns(b)?)).filter(|(a, b)| a <= b)
+    };
+    if let Some(v) = flag("--slow-per-10k") {
+        let Ok(v) = v.parse() else { return usage() };
+        slow.per_10k = v;
+    }
+    if let Some(v) = flag("--delay") {
+        let Some(d) = secs_range(&v) else { return usage() };
+        slow.delay = d;
+    }
+    if let Some(v) = flag("--stall") {
+        slow.stall = if v == "none" {
+            None
+        } else {
+            let Some((len, gap)) = v.split_once('/') else { return usage() };
+            let (Some(len), Some(gap)) = (secs_range(len), secs_range(gap)) else { return usage() };
+            Some((len, gap))
+        };
+    }
+    let Some(runs) = flag("--runs").map_or(Some(1u64), |s| s.parse().ok()) else { return usage() };
     let opts = scale::ScaleOptions {
         nodes,
         seed,
         lifeguard: !has("--no-lifeguard"),
-        slow_per_10k: 100,
+        slow,
         window: muster_core::time::Duration::from_secs(window),
     };
     let secs = |d: Option<muster_core::time::Duration>| {
@@ -225,31 +251,59 @@ fn gossip_scale(flag: &dyn Fn(&str) -> Option<String>, has: &dyn Fn(&str) -> boo
     };
     let lg = if opts.lifeguard { "Lifeguard" } else { "plain SWIM" };
     println!("gossip-scale: {nodes} members, seed {seed}, LAN defaults, {lg}");
-    let (s, speed) = scale::spread(&opts);
-    println!(
-        "user event from one member: 99.99% of members in {}, all in {}",
-        secs(s.event_9999),
-        secs(s.event_all)
-    );
-    println!(
-        "crashed member seen failed: first in {}, 99.99% in {}, every live member in {}",
-        secs(s.crash_first),
-        secs(s.crash_9999),
-        secs(s.crash_all)
-    );
-    println!("speed: {speed}");
-    println!("peak RSS: {} MiB", scale::peak_rss_mib().map_or("?".into(), |m| m.to_string()));
+    if !has("--no-spread") {
+        let (s, speed) = scale::spread(&opts);
+        println!(
+            "user event from one member: 99.99% of members in {}, all in {}",
+            secs(s.event_9999),
+            secs(s.event_all)
+        );
+        println!(
+            "crashed member seen failed: first in {}, 99.99% in {}, every live member in {}",
+            secs(s.crash_first),
+            secs(s.crash_9999),
+            secs(s.crash_all)
+        );
+        println!("speed: {speed}");
+        println!("peak RSS: {} MiB", scale::peak_rss_mib().map_or("?".into(), |m| m.to_string()));
+    }
     if !has("--no-compare") {
-        for lifeguard in [true, false] {
-            let (f, speed) = scale::false_dead(&opts, lifeguard);
+        println!(
+            "false failures: {}, {window}s window, seeds {seed}..{}, the same slow members and stalls in both",
+            opts.slow,
+            seed + runs
+        );
+        let mut sums = [scale::FalseDead::default(), scale::FalseDead::default()];
+        for (i, lifeguard) in [true, false].into_iter().enumerate() {
             let lg = if lifeguard { "Lifeguard " } else { "plain SWIM" };
-            println!(
-                "{lg}: {} slow members, {window}s window: {} failed declarations about slow members, \
-                 {} about healthy ones, {} members falsely failed",
-                f.slow, f.about_slow, f.about_healthy, f.distinct
-            );
-            println!("  speed: {speed}");
+            sums[i].lifeguard = lifeguard;
+            for r in 0..runs {
+                let o = scale::ScaleOptions { seed: seed + r, ..opts.clone() };
+                let (f, speed) = scale::false_dead(&o, lifeguard);
+                println!("{lg} seed {}: {} slow members: {f}", seed + r, f.slow);
+                println!("  speed: {speed}");
+                sums[i].add(&f);
+            }
         }
+        let [with, without] = &sums;
+        if runs > 1 {
+            println!("Lifeguard  total: {with}");
+            println!("plain SWIM total: {without}");
+        }
+        let ratio = |a: u64, b: u64| match (a, b) {
+            (0, 0) => "0 vs 0 (no difference measured)".to_string(),
+            (k, 0) => format!("{k} vs 0 (≥ {k}×)"),
+            (k, l) => format!("{k} vs {l} ({:.1}×)", k as f64 / l as f64),
+        };
+        println!("plain SWIM vs Lifeguard, all false failures:  {}", ratio(without.total(), with.total()));
+        println!(
+            "plain SWIM vs Lifeguard, about healthy members: {}",
+            ratio(without.about_healthy(), with.about_healthy())
+        );
+        println!(
+            "plain SWIM vs Lifeguard, about slow members:    {}",
+            ratio(without.about_slow(), with.about_slow())
+        );
         println!("peak RSS: {} MiB", scale::peak_rss_mib().map_or("?".into(), |m| m.to_string()));
     }
     ExitCode::SUCCESS

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::sync::Arc;
 
 use muster_core::gossip::wire::{Codec, Frame};
-use muster_core::gossip::{Gossip, GossipEffect, GossipError, GossipInput, Packet, PushPull};
+use muster_core::gossip::{Gossip, GossipEffect, GossipError, GossipInput, Msg, Packet, PushPull};
 use muster_core::time::{Duration, Time};
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
@@ -127,6 +127,10 @@ pub(crate) struct Engine<W> {
     pub trace: u64,
     /// Effects other than sends, as (host, effect), left by the last `Step::Node`.
     pub observed: Vec<(usize, GossipEffect)>,
+    /// With `track_dead`: the members the packet handled by the last `Step::Node` said were
+    /// dead (so a `Failed` effect about anyone else came from the host's own timer).
+    pub track_dead: bool,
+    pub heard_dead: Vec<Arc<str>>,
     out: Vec<GossipEffect>,
     codec: Codec,
     /// A wire round trip that did not give back what went in.
@@ -158,6 +162,8 @@ impl<W> Engine<W> {
             blocked: BTreeSet::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             observed: Vec::new(),
+            track_dead: false,
+            heard_dead: Vec::new(),
             out: Vec::new(),
             codec: Codec::plain(),
             wire_failure: None,
@@ -379,6 +385,7 @@ impl<W> Engine<W> {
         self.now = at;
         self.stats.events += 1;
         self.observed.clear();
+        self.heard_dead.clear();
         let step = match ev {
             Ev::World(w) => Step::World(w),
             Ev::Wake { node } => {
@@ -401,6 +408,13 @@ impl<W> Engine<W> {
             Ev::Packet { to, .. } | Ev::Stream { to, .. } if self.paused(to) => self.defer(to, ev),
             Ev::Packet { from, to, packet } => {
                 self.mix(&[2, from as u64, to as u64, at.0, packet.msgs.len() as u64]);
+                if self.track_dead {
+                    for m in &packet.msgs {
+                        if let Msg::Dead { node, .. } = m {
+                            self.heard_dead.push(node.clone());
+                        }
+                    }
+                }
                 let _ = self.input(to, GossipInput::Packet { from: addr(from), packet });
                 Step::Node(to)
             }
