@@ -13,18 +13,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use muster_tests::bench::rss_kib;
 use muster_tests::{query_packet, Agent};
 
 const CLIENTS: usize = 64;
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Runs `CLIENTS` keep-alive HTTP/1.1 connections for `secs`, each sending requests made by
 /// `make(client, n)`; returns (requests/s, p50, p99).

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use muster_tests::bench::{self, TempDir};
 use muster_tests::{free_port, muster_bin, Agent};
 
 const SERVERS: usize = 3;
@@ -117,18 +118,9 @@ where
     }
 }
 
-/// CPU time (user + system) the processes have used so far, from /proc/<pid>/stat.
+/// CPU time (user + system) the processes have used so far.
 fn cpu_time(pids: &[u32]) -> Duration {
-    let ticks: u64 = pids
-        .iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            // Fields after "(comm)": state is the first, utime the 12th, stime the 13th.
-            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-            rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum::<u64>()
-        })
-        .sum();
-    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    pids.iter().map(|p| bench::cpu_time(*p)).sum()
 }
 
 fn contains(body: &[u8], needle: &[u8]) -> bool {
@@ -239,24 +231,6 @@ impl Kind {
                 .send_string(&etcd_range_body(key, true)),
         };
         res.ok().and_then(|r| r.into_string().ok()).is_some_and(|b| self.get_ok()(b.as_bytes()))
-    }
-}
-
-/// A directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!("muster-bench-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create bench dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -29,6 +29,9 @@
 //! the event spreads, stamped when it answers. For each time the table gives the slowest
 //! agent (what "every agent" means) and, in brackets, the median agent.
 //!
+//! The serf agents carry the tags a muster server gossips (Consul's set: role, dc, id,
+//! versions, ports), so both pools move members of the same size.
+//!
 //! muster servers flood-join every LAN server into their WAN pool too (as Consul's do), a
 //! second pool of N members with WAN timers that a serf agent does not run; so the muster
 //! agents run with `-serf-wan-port -1` (LAN pool only) unless `GOSSIP_BENCH_MUSTER_WAN=1`.
@@ -49,6 +52,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use muster_tests::bench::{cpu_time, rss_kib, TempDir};
 use muster_tests::muster_bin;
 
 /// The event name fired in the event-spread phase.
@@ -194,24 +198,6 @@ impl Drop for Node {
     }
 }
 
-/// A directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!("muster-bench-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create bench dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Hands out loopback ports free for both TCP and UDP, scanning up from a base.
 struct Ports(u16);
 
@@ -267,6 +253,20 @@ impl Launcher {
             Sys::Serf => {
                 let (bind, rpc) = (self.ports.take(), self.ports.take());
                 push(&["agent", "-node", &name, "-profile=lan", "-log-level=info"]);
+                // The tags a muster server gossips (Consul's set), so both pools carry
+                // members of the same size.
+                let id = format!("-tag=id=00000000-0000-4000-8000-{i:012}");
+                let port = format!("-tag=port={}", 8300 + i);
+                push(&[
+                    "-tag=role=consul",
+                    "-tag=dc=dc1",
+                    "-tag=segment=",
+                    &id,
+                    "-tag=vsn=2",
+                    "-tag=vsn_min=2",
+                ]);
+                push(&["-tag=vsn_max=3", "-tag=build=1.22.0:muster-0.1.0", "-tag=acls=0", "-tag=ft_fs=1"]);
+                push(&["-tag=ft_si=1", &port, "-tag=raft_vsn=3", "-tag=wan_join_port=-1"]);
                 push(&["-bind", &format!("127.0.0.1:{bind}"), "-rpc-addr", &format!("127.0.0.1:{rpc}")]);
                 if let Some(j) = join {
                     push(&["-join", &format!("127.0.0.1:{j}")]);
@@ -361,23 +361,6 @@ fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Ticks of CPU (user + system) a process has used, from /proc/<pid>/stat.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after "(comm)": state is the first, utime the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 // ---- a minimal msgpack client for serf's RPC (handshake + event) ----
@@ -629,13 +612,13 @@ fn measure(mut l: Launcher, n: usize, quiet: Duration, idle: Duration, timeout: 
     // 4. idle cost (before the kill, which changes the membership)
     std::thread::sleep(quiet);
     let pids: Vec<u32> = nodes.iter().map(Node::pid).collect();
-    let before: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    let before: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect();
     let t = Instant::now();
     std::thread::sleep(idle);
-    let after: Vec<u64> = pids.iter().map(|&p| cpu_ticks(p)).collect();
+    let after: Vec<Duration> = pids.iter().map(|&p| cpu_time(p)).collect();
     let window = t.elapsed().as_secs_f64();
-    let ticks: u64 = after.iter().zip(&before).map(|(a, b)| a.saturating_sub(*b)).sum();
-    let cpu_ms_per_min = ticks as f64 * 10.0 / n as f64 * 60.0 / window; // USER_HZ is 100
+    let used: Duration = after.iter().zip(&before).map(|(a, b)| a.saturating_sub(*b)).sum();
+    let cpu_ms_per_min = used.as_secs_f64() * 1000.0 / n as f64 * 60.0 / window;
     let rss_mib = pids.iter().map(|&p| rss_kib(p)).sum::<u64>() as f64 / 1024.0 / n as f64;
     progress(format!("{name} N={n}: idle {cpu_ms_per_min:.1} ms CPU/min, {rss_mib:.1} MiB RSS per agent"));
 
