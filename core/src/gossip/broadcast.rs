@@ -73,6 +73,22 @@ impl Queue {
         out
     }
 
+    /// The broadcasts `take` would hand out, without counting a transmit: for members that
+    /// are down, whom news is sent to in case they are not (so they can refute) but whose
+    /// copies must not use up what live members are owed.
+    pub fn peek(&mut self, budget: usize, overhead: usize) -> Vec<Msg> {
+        self.items.sort_by(|a, b| a.transmits.cmp(&b.transmits).then(b.seq.cmp(&a.seq)));
+        let mut left = budget;
+        let mut out = Vec::new();
+        for p in &self.items {
+            if p.size + overhead <= left {
+                left -= p.size + overhead;
+                out.push(p.msg.clone());
+            }
+        }
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -120,6 +136,17 @@ mod tests {
             sent += got.len();
         }
         assert_eq!(sent, 5 * 4);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn peeking_counts_no_transmit() {
+        let mut q = Queue::default();
+        q.push(Topic::Event, suspect("a", 1), 10);
+        for _ in 0..10 {
+            assert_eq!(q.peek(100, 0), vec![suspect("a", 1)]);
+        }
+        assert_eq!(q.take(100, 0, 1), vec![suspect("a", 1)]);
         assert!(q.is_empty());
     }
 

@@ -240,14 +240,21 @@ impl Gossip {
             return;
         }
         let dead_window = self.cfg.gossip_to_the_dead;
+        // Members that left on purpose need no news; ones declared dead get it for a while,
+        // in case they are not.
         let targets = self.pick(self.cfg.gossip_nodes, |m| match m.state {
             State::Alive | State::Suspect => true,
-            State::Dead | State::Left => now.since(m.since) < dead_window,
+            State::Dead => now.since(m.since) < dead_window,
+            State::Left => false,
         });
         let limit = self.retransmit_limit();
         for name in targets {
             let budget = self.cfg.packet_size.saturating_sub(super::wire::PACKET_OVERHEAD);
-            let msgs = self.queue.take(budget, MSG_OVERHEAD, limit);
+            let msgs = if self.members[&name].down() {
+                self.queue.peek(budget, MSG_OVERHEAD)
+            } else {
+                self.queue.take(budget, MSG_OVERHEAD, limit)
+            };
             if msgs.is_empty() {
                 break;
             }
