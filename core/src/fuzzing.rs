@@ -727,7 +727,9 @@ impl GossipScript {
     /// Plays the host's part for one effect and checks what only an effect shows.
     fn observe(&mut self, e: GossipEffect, forgotten: &mut BTreeSet<String>) {
         match e {
-            GossipEffect::SendPacket { packet, .. } => {
+            GossipEffect::SendPacket { to, packet } => {
+                // Copies for a member that is down (or gone) are not counted as transmits.
+                let counts = self.g.members().any(|m| m.id.addr == to && !m.down());
                 let frame = Frame::Packet(packet);
                 let bytes = Codec::plain().encode(&frame, [0; 12]);
                 assert_eq!(
@@ -750,7 +752,7 @@ impl GossipScript {
                                 self.seqs.pop_front();
                             }
                         }
-                        Msg::User { ltime, name, payload } => {
+                        Msg::User { ltime, name, payload } if counts => {
                             *self.events.entry((ltime, name, payload)).or_insert(0) += 1;
                         }
                         _ => {}
