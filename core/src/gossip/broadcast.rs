@@ -55,20 +55,11 @@ impl Queue {
     /// least-transmitted and then newest first; each taken one counts a transmit and is
     /// dropped once it has gone out `limit` times.
     pub fn take(&mut self, budget: usize, overhead: usize, limit: u32) -> Vec<Msg> {
-        if self.items.is_empty() {
-            return Vec::new();
+        let chosen = self.choose(budget, overhead);
+        for &i in &chosen {
+            self.items[i].transmits += 1;
         }
-        self.items.sort_by(|a, b| a.transmits.cmp(&b.transmits).then(b.seq.cmp(&a.seq)));
-        let mut left = budget;
-        let mut out = Vec::new();
-        for p in &mut self.items {
-            if p.size + overhead > left {
-                continue;
-            }
-            left -= p.size + overhead;
-            p.transmits += 1;
-            out.push(p.msg.clone());
-        }
+        let out = chosen.iter().map(|&i| self.items[i].msg.clone()).collect();
         self.items.retain(|p| p.transmits < limit.max(1));
         out
     }
@@ -77,16 +68,22 @@ impl Queue {
     /// are down, whom news is sent to in case they are not (so they can refute) but whose
     /// copies must not use up what live members are owed.
     pub fn peek(&mut self, budget: usize, overhead: usize) -> Vec<Msg> {
+        self.choose(budget, overhead).into_iter().map(|i| self.items[i].msg.clone()).collect()
+    }
+
+    /// Positions of the broadcasts that fit `budget` bytes (each costing its size plus
+    /// `overhead`), least-transmitted and then newest first.
+    fn choose(&mut self, budget: usize, overhead: usize) -> Vec<usize> {
         self.items.sort_by(|a, b| a.transmits.cmp(&b.transmits).then(b.seq.cmp(&a.seq)));
         let mut left = budget;
-        let mut out = Vec::new();
-        for p in &self.items {
+        let mut chosen = Vec::new();
+        for (i, p) in self.items.iter().enumerate() {
             if p.size + overhead <= left {
                 left -= p.size + overhead;
-                out.push(p.msg.clone());
+                chosen.push(i);
             }
         }
-        out
+        chosen
     }
 
     pub fn len(&self) -> usize {

@@ -449,15 +449,11 @@ impl Node {
 
     /// Servers to say hello to: those found through gossip tags, plus any configured
     /// statically (the simulator's worlds).
-    pub(super) fn hello_targets(&self) -> Vec<String> {
-        // Gossip-found servers only matter while this one waits to bootstrap: afterwards the
-        // leader adds newcomers from the member list, and hellos to every server every 2 s
-        // would cost N² messages.
-        let expecting = self.cfg.bootstrap_expect > 0 && !self.bootstrapped();
+    fn hello_targets(&self) -> Vec<String> {
         let gossip = self
             .membership
             .as_ref()
-            .filter(|_| expecting)
+            .filter(|_| self.expecting_servers())
             .map(|m| m.servers.values().cloned().collect::<Vec<_>>());
         let mut all: Vec<String> =
             self.cfg.retry_join.iter().cloned().chain(gossip.unwrap_or_default()).collect();
@@ -467,10 +463,24 @@ impl Node {
         all
     }
 
+    /// Gossip-found servers only matter while this one waits to bootstrap: afterwards the
+    /// leader adds newcomers from the member list, and hellos to every server every 2 s
+    /// would cost N² messages.
+    fn expecting_servers(&self) -> bool {
+        self.cfg.bootstrap_expect > 0 && !self.bootstrapped()
+    }
+
+    /// Whether there is anyone to say hello to (checked on every step, so without building
+    /// the list).
+    pub(super) fn says_hello(&self) -> bool {
+        let gossip = self.membership.as_ref().is_some_and(|m| !m.servers.is_empty());
+        self.cfg.retry_join.iter().any(|p| *p != self.id) || (gossip && self.expecting_servers())
+    }
+
     /// Hellos to known servers, and work whose hold timeout ran out.
     pub(super) fn poll_cluster(&mut self, now: Time, out: &mut Vec<Effect>) {
-        let targets = self.hello_targets();
-        if !targets.is_empty() && now >= self.cluster.next_hello {
+        if now >= self.cluster.next_hello && self.says_hello() {
+            let targets = self.hello_targets();
             self.cluster.next_hello = now + HELLO_INTERVAL;
             let bootstrapped = self.bootstrapped();
             for to in targets {

@@ -73,12 +73,35 @@ struct KeyringAnswer {
     changed: bool,
 }
 
+impl EventBody {
+    fn into_event(self, name: String, ltime: u64) -> UserEvent {
+        UserEvent {
+            id: self.id,
+            name,
+            payload: self.payload,
+            node_filter: self.node_filter,
+            service_filter: self.service_filter,
+            tag_filter: self.tag_filter,
+            version: 1,
+            ltime,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Joiner {
     Request(ReqId),
     Retry(Pool),
     /// A WAN join a LAN server's arrival prompted; its outcome only matters to logs.
     Flood,
+}
+
+/// A pool still to be joined: where to, how often, and when next.
+#[derive(Debug)]
+struct RetryJoin {
+    addrs: Vec<Arc<str>>,
+    every: Duration,
+    next: Time,
 }
 
 #[derive(Debug)]
@@ -96,9 +119,8 @@ pub(super) struct Membership {
     codec: Codec,
     nonces: Rng,
     ids: Rng,
-    setup: GossipSetup,
-    /// Next `-retry-join` attempt per pool; `None` once joined (or nothing to join).
-    retry: BTreeMap<Pool, Time>,
+    /// `-retry-join` per pool, until a join succeeds.
+    retry: BTreeMap<Pool, RetryJoin>,
     next_token: u64,
     joins: BTreeMap<u64, Joiner>,
     leaving: Vec<ReqId>,
@@ -124,21 +146,28 @@ impl Membership {
     ) -> Membership {
         let mut wan_seed = seed;
         wan_seed[31] ^= 0x5a;
-        let retry = [
-            (Pool::Lan, !setup.join.is_empty()),
-            (Pool::Wan, wan_me.is_some() && !setup.join_wan.is_empty()),
-        ]
-        .into_iter()
-        .filter(|(_, any)| *any)
-        .map(|(p, _)| (p, Time::ZERO))
-        .collect();
+        let join_wan = if wan_me.is_some() { setup.join_wan } else { vec![] };
+        let retry =
+            [(Pool::Lan, setup.join, setup.retry_interval), (Pool::Wan, join_wan, setup.retry_interval_wan)]
+                .into_iter()
+                .filter(|(_, addrs, _)| !addrs.is_empty())
+                .map(|(pool, addrs, every)| {
+                    (
+                        pool,
+                        RetryJoin {
+                            addrs: addrs.into_iter().map(Arc::from).collect(),
+                            every,
+                            next: Time::ZERO,
+                        },
+                    )
+                })
+                .collect();
         Membership {
-            lan: Gossip::new(setup.lan.clone(), lan_me, Rng::new(seed, Stream::Gossip)),
-            wan: wan_me.map(|me| Gossip::new(setup.wan.clone(), me, Rng::new(wan_seed, Stream::Gossip))),
-            codec: setup.codec.clone(),
+            lan: Gossip::new(setup.lan, lan_me, Rng::new(seed, Stream::Gossip)),
+            wan: wan_me.map(|me| Gossip::new(setup.wan, me, Rng::new(wan_seed, Stream::Gossip))),
+            codec: setup.codec,
             nonces: Rng::new(seed, Stream::Nonces),
             ids: Rng::new(seed, Stream::Events),
-            setup,
             retry,
             next_token: 0,
             joins: BTreeMap::new(),
@@ -166,7 +195,8 @@ impl Membership {
         if let Some(w) = &self.wan {
             t = t.min(w.next_deadline());
         }
-        let rest = [self.retry.values().min().copied(), self.event_waiters.iter().map(|w| w.deadline).min()];
+        let rest =
+            [self.retry.values().map(|r| r.next).min(), self.event_waiters.iter().map(|w| w.deadline).min()];
         rest.into_iter().flatten().fold(t, Time::min)
     }
 
@@ -209,8 +239,22 @@ fn events_hash(events: &VecDeque<UserEvent>) -> u64 {
     (half(&hex[..16]) ^ half(&hex[16..])).max(1)
 }
 
-fn status_code(s: MemberStatus) -> u8 {
-    s as u8
+/// `host:port`, with an IPv6 host in brackets.
+fn host_port(host: &str, port: impl std::fmt::Display) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The server (RPC) address of a member that is a server of datacenter `dc`: its gossip
+/// host and the port its `port` tag names.
+fn server_rpc(id: &Identity, dc: &str) -> Option<String> {
+    let server =
+        id.tags.get("role").is_some_and(|r| r == "consul") && id.tags.get("dc").is_some_and(|d| d == dc);
+    let port = id.tags.get("port").filter(|_| server)?;
+    Some(host_port(&split_addr(&id.addr).0, port))
 }
 
 /// Splits `host:port` (the form gossip addresses take).
@@ -289,20 +333,17 @@ impl Node {
             GossipEffect::Member { change, member } => {
                 if pool == Pool::Lan {
                     m.dirty = true;
-                    let server = member.tags.get("role").is_some_and(|r| r == "consul")
-                        && member.tags.get("dc") == Some(&self.cfg.node.datacenter);
-                    if server && member.name.as_ref() != self.cfg.node.name {
-                        let (host, _) = split_addr(&member.addr);
-                        let rpc = member.tags.get("port").map(|p| format!("{host}:{p}"));
-                        match (change, rpc) {
-                            (Change::Joined | Change::Updated, Some(rpc)) => {
+                    let rpc = server_rpc(&member, &self.cfg.node.datacenter);
+                    if let Some(rpc) = rpc.filter(|_| member.name.as_ref() != self.cfg.node.name) {
+                        match change {
+                            Change::Joined | Change::Updated => {
                                 m.servers.insert(member.name.to_string(), rpc);
                                 self.flood_wan(&member, out);
                             }
-                            (Change::Left | Change::Reaped, _) => {
+                            Change::Left | Change::Reaped => {
                                 m.servers.remove(member.name.as_ref());
                             }
-                            _ => {}
+                            Change::Failed => {}
                         }
                     }
                 }
@@ -374,8 +415,7 @@ impl Node {
         if wan.member(&wan_name).is_some() {
             return;
         }
-        let (host, _) = split_addr(&server.addr);
-        let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+        let addr = host_port(&split_addr(&server.addr).0, port);
         m.next_token += 1;
         let token = m.next_token;
         m.joins.insert(token, Joiner::Flood);
@@ -386,18 +426,15 @@ impl Node {
     /// on the leader, reconciles the catalog with the member list.
     pub(super) fn poll_membership(&mut self, now: Time, out: &mut Vec<Effect>) {
         let Some(m) = self.membership.as_ref() else { return };
-        let due: Vec<Pool> = m.retry.iter().filter(|(_, t)| **t <= now).map(|(p, _)| *p).collect();
+        let due: Vec<Pool> = m.retry.iter().filter(|(_, r)| r.next <= now).map(|(p, _)| *p).collect();
         for pool in due {
             let Some(m) = self.membership.as_mut() else { return };
-            let (addrs, every) = match pool {
-                Pool::Lan => (m.setup.join.clone(), m.setup.retry_interval),
-                Pool::Wan => (m.setup.join_wan.clone(), m.setup.retry_interval_wan),
-            };
-            m.retry.insert(pool, now + every);
+            let Some(r) = m.retry.get_mut(&pool) else { continue };
+            r.next = now + r.every;
+            let addrs = r.addrs.clone();
             m.next_token += 1;
             let token = m.next_token;
             m.joins.insert(token, Joiner::Retry(pool));
-            let addrs = addrs.into_iter().map(Arc::from).collect();
             let _ = self.gossip_input(pool, GossipInput::Join { token, addrs }, out);
         }
         for pool in [Pool::Lan, Pool::Wan] {
@@ -431,7 +468,7 @@ impl Node {
                     addr,
                     port,
                     tags: mem.id.tags.clone(),
-                    status: status_code(mem.status()),
+                    status: mem.status() as u8,
                     ..self.member()
                 }
             })
@@ -546,26 +583,12 @@ impl Node {
         let Some(m) = self.membership.as_mut() else {
             return out.push(Effect::Respond { id, resp: ApiResponse::error(500, "gossip is not enabled") });
         };
-        let event = UserEvent {
-            id: m.ids.uuid(),
-            name: name.clone(),
-            payload,
-            node_filter,
-            service_filter,
-            tag_filter,
-            version: 1,
-            ltime: 0,
-        };
-        let body = EventBody {
-            id: event.id.clone(),
-            payload: event.payload.clone(),
-            node_filter: event.node_filter.clone(),
-            service_filter: event.service_filter.clone(),
-            tag_filter: event.tag_filter.clone(),
-        };
+        let body = EventBody { id: m.ids.uuid(), payload, node_filter, service_filter, tag_filter };
         let payload = postcard::to_allocvec(&body).expect("event bodies serialize");
-        let resp = match self.gossip_input(Pool::Lan, GossipInput::UserEvent { name, payload }, out) {
-            Ok(()) => ApiResponse::json(Reply::Event(Box::new(event))),
+        let input = GossipInput::UserEvent { name: name.clone(), payload };
+        let resp = match self.gossip_input(Pool::Lan, input, out) {
+            // The answer carries LTime 0, as Consul's does: the time is stamped in gossip.
+            Ok(()) => ApiResponse::json(Reply::Event(Box::new(body.into_event(name, 0)))),
             Err(e) => ApiResponse::error(500, e),
         };
         out.push(Effect::Respond { id, resp });
@@ -577,16 +600,7 @@ impl Node {
         if !self.event_matches(&body) {
             return;
         }
-        let event = UserEvent {
-            id: body.id,
-            name,
-            payload: body.payload,
-            node_filter: body.node_filter,
-            service_filter: body.service_filter,
-            tag_filter: body.tag_filter,
-            version: 1,
-            ltime,
-        };
+        let event = body.into_event(name, ltime);
         let Some(m) = self.membership.as_mut() else { return };
         if m.events.len() == EVENT_RING {
             m.events.pop_front();
@@ -842,24 +856,17 @@ impl Node {
     /// An alive server of this datacenter that is not yet in the Raft configuration: its
     /// server address (the leader adds it, as Consul's does on a serf join).
     fn new_server(&self, mem: &crate::gossip::Member) -> Option<String> {
-        let server = mem.id.tags.get("role").is_some_and(|r| r == "consul")
-            && mem.id.tags.get("dc") == Some(&self.cfg.node.datacenter);
-        if !server {
-            return None;
-        }
-        let (host, _) = split_addr(&mem.id.addr);
-        let rpc = format!("{host}:{}", mem.id.tags.get("port")?);
-        (rpc != self.id && !self.raft.membership().is_member(&rpc)).then_some(rpc)
+        self.other_server(mem).filter(|rpc| !self.raft.membership().is_member(rpc))
     }
 
     /// A left member that is still in the Raft configuration: its server address.
     fn left_server(&self, mem: &crate::gossip::Member) -> Option<String> {
-        if mem.id.tags.get("role").is_none_or(|r| r != "consul") {
-            return None;
-        }
-        let (host, _) = split_addr(&mem.id.addr);
-        let rpc = format!("{host}:{}", mem.id.tags.get("port")?);
-        (rpc != self.id && self.raft.membership().is_member(&rpc)).then_some(rpc)
+        self.other_server(mem).filter(|rpc| self.raft.membership().is_member(rpc))
+    }
+
+    /// Another server of this datacenter: its server address.
+    fn other_server(&self, mem: &crate::gossip::Member) -> Option<String> {
+        server_rpc(&mem.id, &self.cfg.node.datacenter).filter(|rpc| *rpc != self.id)
     }
 
     /// The gossip identity of this agent in a pool (LAN name, or `name.dc` on the WAN).
@@ -869,11 +876,7 @@ impl Node {
         } else {
             (cfg.node.name.clone(), cfg.ports.serf_lan)
         };
-        let addr = if cfg.node.address.contains(':') {
-            format!("[{}]:{port}", cfg.node.address)
-        } else {
-            format!("{}:{port}", cfg.node.address)
-        };
+        let addr = host_port(&cfg.node.address, port);
         Identity { name: name.into(), addr: addr.into(), tags }
     }
 }

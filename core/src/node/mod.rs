@@ -416,7 +416,7 @@ impl Node {
             self.agent.next_deadline(),
             self.parked.iter().map(|p| p.deadline).min(),
             Some(self.next_full_sync),
-            self.cluster.next_deadline(self.raft.leader().is_some(), !self.hello_targets().is_empty()),
+            self.cluster.next_deadline(self.raft.leader().is_some(), self.says_hello()),
             self.membership.as_ref().map(|m| m.next_deadline()),
             self.membership.as_ref().filter(|_| self.is_leader()).map(|m| m.next_reconcile()),
         ]
