@@ -5,10 +5,12 @@
 //! configuration semantics (runtime's `config`) or protocol behaviour (the core).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use muster_runtime::agent;
 use muster_runtime::config::{self, AgentConfig, ConfigFormat, Source};
+use muster_runtime::http::Reloader;
 use serde_json::{json, Map, Value};
 
 /// Flags of `consul agent` that muster honours (values override config files).
@@ -283,18 +285,28 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     if !args.dev && cfg.data_dir.is_none() {
         anyhow::bail!("data_dir cannot be empty: give -data-dir or data_dir in a config file (or use -dev)");
     }
-    if !cfg.server {
-        anyhow::bail!(
-            "client agents are not built yet (they would forward every request to a server); run with -server (or -dev)"
-        );
+    // As Consul does, the agent makes its data dir and the pid file's folder when missing.
+    for dir in cfg.data_dir.as_deref().into_iter().chain(cfg.pid_file.as_ref().and_then(|p| p.parent())) {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
     }
     let node_cfg = agent::node_config(&cfg, env!("CARGO_PKG_VERSION"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    let dev = args.dev;
+    let reloader: Reloader = {
+        let (cfg, version) = (cfg.clone(), env!("CARGO_PKG_VERSION"));
+        Arc::new(move || {
+            let (new, _) =
+                config::load(&args.sources().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            agent::reload_request(&cfg, &new, version).map_err(|e| e.to_string())
+        })
+    };
     rt.block_on(async move {
-        let running = agent::start(&cfg, node_cfg.clone(), args.dev).await?;
+        let running = agent::start(&cfg, node_cfg.clone(), dev, Some(reloader.clone())).await?;
         eprint!("{}", banner(&cfg, &node_cfg, &running));
         for w in warnings {
             tracing::warn!("{w}");
@@ -304,6 +316,31 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("writing pid file {}", p.display()))?;
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let reloading = {
+            let handle = running.handle.clone();
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("caught hangup, reloading the config files");
+                    let outcome = match reloader() {
+                        Ok(req) => handle.call(req).await.map_err(|e| e.to_string()).and_then(|r| {
+                            if r.status == 200 {
+                                Ok(())
+                            } else {
+                                Err(format!("{:?}", r.body))
+                            }
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    match outcome {
+                        Ok(()) => tracing::info!("config reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "config reload failed; the running config stands")
+                        }
+                    }
+                }
+            })
+        };
         let handle = running.handle.clone();
         let stopper = tokio::spawn(async move {
             tokio::select! {
@@ -314,6 +351,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         });
         let result = running.wait().await;
         stopper.abort();
+        reloading.abort();
         if let Some(p) = &cfg.pid_file {
             let _ = std::fs::remove_file(p);
         }

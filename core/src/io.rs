@@ -68,6 +68,9 @@ pub enum Effect {
     /// agent will find them at its next start (the data dir), or the agent may not be able
     /// to rejoin a pool that has rotated away from its `encrypt` key.
     SaveKeyring { keys: Vec<String> },
+    /// The services and checks registered through the API changed: keep these where the
+    /// agent will find them at its next start (the data dir).
+    SaveAgentState { defs: crate::agent::SavedDefs },
     /// Something worth telling observers (logs, the simulator's checkers).
     Emit(Event),
 }

@@ -18,6 +18,7 @@ pub enum Stream {
     Gossip = 7,
     Nonces = 8,
     Events = 9,
+    Servers = 10,
 }
 
 /// A deterministic random source for one subsystem.

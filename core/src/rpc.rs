@@ -1,13 +1,16 @@
-//! Server-to-server messages and their wire frames.
+//! Messages on the server port and their wire frames.
 //!
-//! Owns the vocabulary servers speak on the server port (Raft messages, writes forwarded to
-//! the leader, read barriers, hellos for discovery) and the framing: a connection opens with
+//! Owns the vocabulary spoken on the server port (between servers: Raft messages, writes
+//! forwarded to the leader, read barriers, hellos for discovery; from client agents and
+//! from servers of other datacenters: calls a server answers) and the framing: a connection opens with
 //! a preamble naming the sender, then carries length-prefixed postcard frames. The decoder
 //! is incremental and refuses garbage and oversized frames with an error, so a host can
 //! drop the connection and keep serving. Never touches a socket.
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{ApiRequest, WireResponse};
+use crate::fsm::catalog::Catalog;
 use crate::fsm::Command;
 use crate::ids::Index;
 use crate::raft::Message;
@@ -31,7 +34,27 @@ pub enum Work {
     RemovePeer(String),
 }
 
-/// One message between servers.
+/// What a client agent, or a server of another datacenter, asks a server to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Call {
+    /// Answer this API request as if it had arrived at the server's own HTTP port.
+    Api(ApiRequest),
+    /// Carry out this work through Raft (a client agent's anti-entropy sync).
+    Work(Work),
+    /// The catalog's rows for this node, which a client's full anti-entropy sync compares
+    /// its local state against.
+    NodeView(String),
+}
+
+/// A server's answer to a `Call`, of the same kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    Api(WireResponse),
+    Work(Result<(Index, bool), String>),
+    NodeView(Box<Catalog>),
+}
+
+/// One message on the server port.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum PeerMessage {
     Raft(Message),
@@ -62,7 +85,29 @@ pub enum PeerMessage {
         ctx: u64,
         result: Result<Index, String>,
     },
+    /// A call for a server to answer; the answer comes back on the same connection.
+    Call {
+        ctx: u64,
+        call: Call,
+    },
+    Answer {
+        ctx: u64,
+        answer: Answer,
+    },
 }
+
+/// The preamble name a client agent's connection carries: it has no server port of its
+/// own, so answers to it travel back on the connection it opened.
+pub fn client_id(node: &str) -> String {
+    format!("{CLIENT_PREFIX}{node}")
+}
+
+/// Whether a peer id names a client agent's connection rather than a server address.
+pub fn is_client_id(id: &str) -> bool {
+    id.starts_with(CLIENT_PREFIX)
+}
+
+const CLIENT_PREFIX: &str = "client/";
 
 /// Why a connection's bytes were refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +154,12 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder for a connection whose other end is known (one this agent opened): no
+    /// preamble comes back on it.
+    pub fn identified(from: String) -> Decoder {
+        Decoder { from: Some(from), ..Decoder::default() }
+    }
+
     /// Who the connection says it is from, once known.
     pub fn from(&self) -> Option<&str> {
         self.from.as_deref()
@@ -170,6 +221,25 @@ mod tests {
             PeerMessage::Forward { ctx: 7, work: Work::Commands(vec![Command::Noop]) },
             PeerMessage::Forwarded { ctx: 7, result: Ok((Index(9), true)) },
             PeerMessage::Barrier { ctx: 1, result: Err("No cluster leader".into()) },
+            PeerMessage::Call {
+                ctx: 2,
+                call: Call::Api(ApiRequest::InDatacenter {
+                    dc: "dc2".into(),
+                    req: Box::new(ApiRequest::KvPut {
+                        key: "k".into(),
+                        value: b"v".to_vec(),
+                        flags: 0,
+                        mode: crate::fsm::kv::KvSetMode::Cas(3),
+                    }),
+                }),
+            },
+            PeerMessage::Answer {
+                ctx: 2,
+                answer: Answer::Api(
+                    crate::api::ApiResponse::json(crate::api::shapes::Reply::Bool(true)).into(),
+                ),
+            },
+            PeerMessage::Answer { ctx: 3, answer: Answer::NodeView(Box::default()) },
         ]
     }
 

@@ -7,11 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use muster_core::agent::NodeInfo;
+use muster_core::agent::{NodeInfo, SavedDefs};
 use muster_core::api::dns::DnsConfig;
+use muster_core::api::ApiRequest;
 use muster_core::gossip::keyring::{GossipKey, Keyring};
 use muster_core::gossip::wire::Codec;
 use muster_core::gossip::GossipConfig;
@@ -24,7 +26,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::AgentConfig;
 use crate::disk::DiskLog;
 use crate::host::{Host, HostError, NodeHandle, Storage};
-use crate::http::HttpOptions;
+use crate::http::{HttpOptions, Reloader};
 use crate::{decode, dns, gossip, http, rpc};
 
 #[derive(Debug, thiserror::Error)]
@@ -197,7 +199,7 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         check_update_interval: cfg.check_update_interval,
         default_query_time: cfg.default_query_time,
         max_query_time: cfg.max_query_time,
-        ae_interval: Duration::from_secs(60),
+        ae_interval: cfg.ae_interval,
         unix_secs_at_zero,
         muster_version: muster_version.to_string(),
         debug_config,
@@ -214,6 +216,55 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         rpc_hold_timeout: Duration::from_secs(7),
         services,
         checks,
+        restored: Default::default(),
+    })
+}
+
+/// What a reload with the config files read again as `new` asks of the node: their
+/// services and checks. Settings that only take effect at start are named in the log.
+pub fn reload_request(
+    old: &AgentConfig,
+    new: &AgentConfig,
+    muster_version: &str,
+) -> Result<ApiRequest, AgentError> {
+    let fixed: [(&str, bool); 12] = [
+        ("node_name", old.node_name != new.node_name),
+        ("datacenter", old.datacenter != new.datacenter),
+        ("server", old.server != new.server),
+        ("bootstrap_expect", old.bootstrap_expect != new.bootstrap_expect),
+        ("data_dir", old.data_dir != new.data_dir),
+        ("bind_addr", old.bind_addr != new.bind_addr),
+        ("advertise_addr", old.advertise_addr != new.advertise_addr),
+        ("client_addr", old.client_addr != new.client_addr),
+        ("ports", old.ports != new.ports),
+        ("encrypt", old.encrypt != new.encrypt),
+        ("retry_join", old.retry_join != new.retry_join),
+        ("enable_script_checks", old.enable_script_checks != new.enable_script_checks),
+    ];
+    for (key, _) in fixed.iter().filter(|(_, changed)| *changed) {
+        tracing::warn!(key, "changed in the config files, but only takes effect after a restart");
+    }
+    let cfg = node_config(new, muster_version)?;
+    Ok(ApiRequest::AgentReload { services: cfg.services, checks: cfg.checks })
+}
+
+/// Where the services and checks registered through the API are kept between runs.
+fn agent_state_path(cfg: &AgentConfig) -> Option<PathBuf> {
+    cfg.data_dir.as_ref().map(|d| d.join("agent-state.json"))
+}
+
+/// The definitions a previous run saved; an unreadable file is reported and skipped, so
+/// the agent still starts (with its config-file services).
+fn saved_defs(cfg: &AgentConfig) -> SavedDefs {
+    let Some(path) = agent_state_path(cfg) else { return SavedDefs::default() };
+    let read = match std::fs::read(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return SavedDefs::default(),
+        Err(e) => Err(e.to_string()),
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+    };
+    read.unwrap_or_else(|e| {
+        tracing::error!(path = %path.display(), error = %e, "saved services and checks unreadable; skipped");
+        SavedDefs::default()
     })
 }
 
@@ -359,22 +410,39 @@ fn bind_gossip(cfg: &AgentConfig) -> Result<Vec<(Pool, gossip::Bound)>, AgentErr
 }
 
 /// Binds the listeners and starts the node. Ports of -1 stay closed.
-pub async fn start(cfg: &AgentConfig, mut node_cfg: Config, pretty: bool) -> Result<Running, AgentError> {
+pub async fn start(
+    cfg: &AgentConfig,
+    mut node_cfg: Config,
+    pretty: bool,
+    reload: Option<Reloader>,
+) -> Result<Running, AgentError> {
+    node_cfg.restored = saved_defs(cfg);
     let gossip_ports = bind_gossip(cfg)?;
     if gossip_ports.is_empty() {
         node_cfg.gossip = None;
     }
     let (node, storage) = match &cfg.data_dir {
+        // A client holds no Raft log; its data dir keeps its node ID and keyring.
+        Some(_) if !cfg.server => (Node::new(node_cfg, os_seed())?, Storage::Memory),
         Some(dir) => {
             let (log, recovered) = DiskLog::open(dir)?;
             (Node::recover(node_cfg, os_seed(), recovered)?, Storage::Disk(log))
         }
         None => (Node::new(node_cfg, os_seed())?, Storage::Memory),
     };
-    let me = format!("{}:{}", node.config().node.address, node.config().ports.server);
+    // Servers are known by their server address; a client, which has no server port, by a
+    // name its servers write answers back to on the connection it opened.
+    let me = if cfg.server {
+        format!("{}:{}", node.config().node.address, node.config().ports.server)
+    } else {
+        muster_core::rpc::client_id(&node.config().node.name)
+    };
     let (mut host, handle) = Host::new(node, Instant::now(), storage, me);
     if let Some(path) = keyring_path(cfg) {
         host.keep_keyring_in(path);
+    }
+    if let Some(path) = agent_state_path(cfg) {
+        host.keep_agent_state_in(path);
     }
     for (pool, bound) in gossip_ports {
         let port = bound.serve(pool, host.deliveries()).map_err(|err| AgentError::Bind {
@@ -384,9 +452,10 @@ pub async fn start(cfg: &AgentConfig, mut node_cfg: Config, pretty: bool) -> Res
         })?;
         host.add_gossip(pool, port);
     }
-    if cfg.ports.server > 0 {
+    if cfg.server && cfg.ports.server > 0 {
         let addr = socket(&cfg.bind_addr, cfg.ports.server)?;
-        match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, host.deliveries())) {
+        let (events, clients) = (host.deliveries(), host.rpc_clients());
+        match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, events, clients)) {
             Ok(()) => {}
             // A lone server has nobody to talk to: -dev keeps working when the port is taken.
             Err(err) if node_is_alone(cfg) => {
@@ -403,6 +472,7 @@ pub async fn start(cfg: &AgentConfig, mut node_cfg: Config, pretty: bool) -> Res
         disable_unprintable_char_filter: cfg.disable_http_unprintable_char_filter,
         serf_lan_port: cfg.ports.serf_lan,
         serf_wan_port: cfg.ports.serf_wan,
+        reload,
     });
     let client_addrs = cfg.client_addrs();
     let hosts = |specific: &Option<String>| -> Vec<String> {

@@ -205,6 +205,9 @@ pub struct AgentConfig {
     pub enable_local_script_checks: bool,
     pub check_output_max_size: usize,
     pub check_update_interval: Duration,
+    /// The full anti-entropy period before scaling with cluster size (Consul's hidden
+    /// `ae_interval`, 1 minute; tests shorten it).
+    pub ae_interval: Duration,
     pub log_level: String,
     pub log_json: bool,
     pub pid_file: Option<PathBuf>,
@@ -553,7 +556,6 @@ const TOP: &[Key] = &[
     ignored("advertise_addr_wan_ipv6", STR),
     block("advertise_addrs", ADVERTISE_ADDRS),
     ignored("advertise_reconnect_timeout", DUR),
-    ignored("ae_interval", DUR),
     used("alt_domain", STR),
     block("audit", AUDIT),
     block("auto_config", AUTO_CONFIG),
@@ -573,6 +575,7 @@ const TOP: &[Key] = &[
     used("check_output_max_size", Kind::Int { min: 1, max: i64::MAX }),
     ignored("check_reap_interval", DUR),
     used("check_update_interval", DUR),
+    used("ae_interval", DUR),
     used("checks", Kind::Definitions),
     used("client_addr", STR),
     block("cloud", CLOUD),
@@ -1614,6 +1617,7 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         enable_local_script_checks: t.bool("enable_local_script_checks", false),
         check_output_max_size: usize::try_from(t.int("check_output_max_size", 4096)).unwrap_or(4096),
         check_update_interval: t.duration("check_update_interval", secs(300)),
+        ae_interval: t.duration("ae_interval", secs(60)),
         log_level: t.string_or("log_level", "INFO"),
         log_json: t.bool("log_json", false),
         pid_file: t.string("pid_file").map(PathBuf::from),

@@ -106,6 +106,8 @@ pub struct Host {
     gossip: HashMap<Pool, GossipPort>,
     /// Where a changed gossip keyring is kept (`<data_dir>/keyring`), if anywhere.
     keyring_file: Option<std::path::PathBuf>,
+    /// Where the API's services and checks are kept (`<data_dir>/agent-state.json`).
+    agent_state_file: Option<std::path::PathBuf>,
 }
 
 impl Host {
@@ -139,6 +141,7 @@ impl Host {
             delivery_tx,
             gossip: HashMap::new(),
             keyring_file: None,
+            agent_state_file: None,
         };
         (host, handle)
     }
@@ -153,9 +156,18 @@ impl Host {
         self.keyring_file = Some(path);
     }
 
+    pub fn keep_agent_state_in(&mut self, path: std::path::PathBuf) {
+        self.agent_state_file = Some(path);
+    }
+
     /// Where the server-port listener hands what peers send.
     pub fn deliveries(&self) -> mpsc::UnboundedSender<Delivery> {
         self.delivery_tx.clone()
+    }
+
+    /// Where the server port's listener registers client agents' connections.
+    pub fn rpc_clients(&self) -> crate::rpc::Clients {
+        self.transport.clients()
     }
 
     fn now(&self) -> Time {
@@ -267,6 +279,16 @@ impl Host {
                                 Err(e) => {
                                     tracing::error!(path = %path.display(), error = %e, "gossip keyring not saved")
                                 }
+                            }
+                        }
+                    }
+                    Effect::SaveAgentState { defs } => {
+                        // Small and rare (a registration changed): written in line, so saves
+                        // land in the order the node made them.
+                        if let Some(path) = &self.agent_state_file {
+                            let bytes = serde_json::to_vec(&defs).expect("definitions serialize");
+                            if let Err(e) = crate::disk::write_atomically(path, &bytes) {
+                                tracing::error!(path = %path.display(), error = %e, "services and checks not saved");
                             }
                         }
                     }

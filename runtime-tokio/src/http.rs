@@ -30,8 +30,11 @@ use crate::decode;
 use crate::filter::Filter;
 use crate::host::NodeHandle;
 
+/// Reads the config files again and says what a reload registers (`AgentReload`).
+pub type Reloader = Arc<dyn Fn() -> Result<ApiRequest, String> + Send + Sync>;
+
 /// Settings the HTTP layer needs from the agent configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HttpOptions {
     pub datacenter: String,
     /// Indent every JSON answer (`-dev` does, as Consul's does).
@@ -43,6 +46,8 @@ pub struct HttpOptions {
     /// Default ports for `/v1/agent/join/:address` without a port.
     pub serf_lan_port: i32,
     pub serf_wan_port: i32,
+    /// `PUT /v1/agent/reload`; `None` where nothing can be read again.
+    pub reload: Option<Reloader>,
 }
 
 /// Bodies of endpoints other than KV are capped here (Consul's txn limit), so a client
@@ -189,6 +194,7 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/health/service/", &[Method::GET]),
     ("/v1/health/state/", &[Method::GET]),
     ("/v1/agent/self", &[Method::GET]),
+    ("/v1/agent/reload", &[Method::PUT]),
     ("/v1/agent/members", &[Method::GET]),
     ("/v1/agent/join/", &[Method::PUT, Method::POST]),
     ("/v1/agent/leave", &[Method::PUT, Method::POST]),
@@ -265,7 +271,12 @@ async fn dispatch(
     let limit = if pattern == "/v1/kv/" { opts.kv_max_value_size } else { MAX_OTHER_BODY };
     let body = read_body(req, limit).await?;
     let mut post = Post { pretty: opts.pretty || query.has("pretty"), ..Post::default() };
-    let api = build(pattern, method, param, query, body, opts, &mut post)?;
+    let mut api = build(pattern, method, param, query, body, opts, &mut post)?;
+    if let Some(dc) = query.get("dc").filter(|d| !d.is_empty() && *d != opts.datacenter) {
+        if api.needs_server() {
+            api = ApiRequest::InDatacenter { dc: dc.to_string(), req: Box::new(api) };
+        }
+    }
     let resp = node.call(api).await.map_err(|e| err(500, e.to_string()))?;
     render(resp, &post)
 }
@@ -297,9 +308,8 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, ApiE
     Ok(buf)
 }
 
-/// Parses `?index=&wait=`, consistency flags and `?dc=`.
-fn query_opts(q: &Query, opts: &HttpOptions) -> Result<QueryOpts, ApiError> {
-    check_dc(q, opts)?;
+/// Parses `?index=&wait=` and the consistency flags.
+fn query_opts(q: &Query) -> Result<QueryOpts, ApiError> {
     let min_index = match q.get("index") {
         None | Some("") => Index::ZERO,
         Some(v) => Index(v.parse().map_err(|_| err(400, "Invalid index"))?),
@@ -319,6 +329,7 @@ fn query_opts(q: &Query, opts: &HttpOptions) -> Result<QueryOpts, ApiError> {
     Ok(QueryOpts { min_index, wait, consistency })
 }
 
+/// Events are fired into this datacenter's gossip only.
 fn check_dc(q: &Query, opts: &HttpOptions) -> Result<(), ApiError> {
     match q.get("dc") {
         Some(dc) if !dc.is_empty() && dc != opts.datacenter => Err(err(500, "No path to datacenter")),
@@ -383,35 +394,33 @@ fn build(
             .collect();
     }
     Ok(match pattern {
-        "/v1/kv/" => return kv(method, param, q, body, opts),
+        "/v1/kv/" => return kv(method, param, q, body),
         "/v1/catalog/register" => {
-            check_dc(q, opts)?;
             ApiRequest::CatalogRegister(Box::new(decoded(decode::catalog_register(&json_body(&body)?))?))
         }
         "/v1/catalog/deregister" => {
-            check_dc(q, opts)?;
             ApiRequest::CatalogDeregister(decoded(decode::catalog_deregister(&json_body(&body)?))?)
         }
         "/v1/catalog/datacenters" => ApiRequest::CatalogDatacenters,
-        "/v1/catalog/nodes" => ApiRequest::CatalogNodes { q: query_opts(q, opts)? },
+        "/v1/catalog/nodes" => ApiRequest::CatalogNodes { q: query_opts(q)? },
         "/v1/catalog/services" if post.filter.is_some() || !post.node_meta.is_empty() => {
             post.fold_services = true;
-            ApiRequest::CatalogAllInstances { q: query_opts(q, opts)? }
+            ApiRequest::CatalogAllInstances { q: query_opts(q)? }
         }
-        "/v1/catalog/services" => ApiRequest::CatalogServices { q: query_opts(q, opts)? },
+        "/v1/catalog/services" => ApiRequest::CatalogServices { q: query_opts(q)? },
         "/v1/catalog/service/" => ApiRequest::CatalogService {
             name: require(param, "service name")?,
             tags: q.all("tag"),
-            q: query_opts(q, opts)?,
+            q: query_opts(q)?,
         },
         "/v1/catalog/node/" => {
-            ApiRequest::CatalogNode { name: require(param, "node name")?, q: query_opts(q, opts)? }
+            ApiRequest::CatalogNode { name: require(param, "node name")?, q: query_opts(q)? }
         }
         "/v1/health/node/" => {
-            ApiRequest::HealthNode { name: require(param, "node name")?, q: query_opts(q, opts)? }
+            ApiRequest::HealthNode { name: require(param, "node name")?, q: query_opts(q)? }
         }
         "/v1/health/checks/" => {
-            ApiRequest::HealthChecks { service: require(param, "service name")?, q: query_opts(q, opts)? }
+            ApiRequest::HealthChecks { service: require(param, "service name")?, q: query_opts(q)? }
         }
         "/v1/health/service/" => {
             let passing = match q.get("passing") {
@@ -423,7 +432,7 @@ fn build(
                 service: require(param, "service name")?,
                 tags: q.all("tag"),
                 passing,
-                q: query_opts(q, opts)?,
+                q: query_opts(q)?,
             }
         }
         "/v1/health/state/" => {
@@ -431,9 +440,13 @@ fn build(
             if state != "any" && Health::parse(&state).is_none() {
                 return Err(err(400, "Invalid check state"));
             }
-            ApiRequest::HealthState { state, q: query_opts(q, opts)? }
+            ApiRequest::HealthState { state, q: query_opts(q)? }
         }
         "/v1/agent/self" => ApiRequest::AgentSelf,
+        "/v1/agent/reload" => match &opts.reload {
+            Some(reload) => reload().map_err(|e| err(500, format!("Failed reloading config: {e}")))?,
+            None => return Err(err(500, "this agent has no configuration to reload")),
+        },
         "/v1/agent/members" => {
             let wan = flag(q, "wan");
             if wan && q.get("segment").is_some_and(|s| !s.is_empty() && s != "_all") {
@@ -470,7 +483,7 @@ fn build(
         }
         "/v1/event/list" => ApiRequest::EventList {
             name: q.get("name").filter(|n| !n.is_empty()).map(str::to_string),
-            q: query_opts(q, opts)?,
+            q: query_opts(q)?,
         },
         "/v1/agent/services" => {
             post.filter = agent_filter(q)?;
@@ -521,18 +534,9 @@ fn build(
             let (enable, reason) = maintenance_params(q)?;
             ApiRequest::AgentMaintenance { enable, reason }
         }
-        "/v1/status/leader" => {
-            check_dc(q, opts)?;
-            ApiRequest::StatusLeader
-        }
-        "/v1/status/peers" => {
-            check_dc(q, opts)?;
-            ApiRequest::StatusPeers
-        }
-        "/v1/operator/raft/configuration" => {
-            check_dc(q, opts)?;
-            ApiRequest::OperatorRaftConfiguration
-        }
+        "/v1/status/leader" => ApiRequest::StatusLeader,
+        "/v1/status/peers" => ApiRequest::StatusPeers,
+        "/v1/operator/raft/configuration" => ApiRequest::OperatorRaftConfiguration,
         "/v1/operator/keyring" => {
             let key = || -> Result<String, ApiError> {
                 let v = json_body(&body)?;
@@ -551,7 +555,6 @@ fn build(
             ApiRequest::OperatorKeyring { op }
         }
         "/v1/operator/raft/peer" => {
-            check_dc(q, opts)?;
             let get = |k: &str| q.get(k).map(str::to_string);
             ApiRequest::OperatorRaftRemovePeer { address: get("address"), id: get("id") }
         }
@@ -579,13 +582,7 @@ fn maintenance_params(q: &Query) -> Result<(bool, String), ApiError> {
     Ok((enable, q.get("reason").unwrap_or("").to_string()))
 }
 
-fn kv(
-    method: &Method,
-    key: String,
-    q: &Query,
-    body: Vec<u8>,
-    opts: &HttpOptions,
-) -> Result<ApiRequest, ApiError> {
+fn kv(method: &Method, key: String, q: &Query, body: Vec<u8>) -> Result<ApiRequest, ApiError> {
     match *method {
         Method::GET => {
             let read = if q.has("keys") {
@@ -596,10 +593,9 @@ fn kv(
             } else {
                 KvRead::Entry { raw: q.has("raw") }
             };
-            Ok(ApiRequest::KvGet { key, read, q: query_opts(q, opts)? })
+            Ok(ApiRequest::KvGet { key, read, q: query_opts(q)? })
         }
         Method::DELETE => {
-            check_dc(q, opts)?;
             let recurse = q.has("recurse");
             let cas = parse_u64(q, "cas")?;
             if recurse && cas.is_some() {
@@ -608,7 +604,6 @@ fn kv(
             Ok(ApiRequest::KvDelete { key, recurse, cas })
         }
         _ => {
-            check_dc(q, opts)?;
             let flags = parse_u64(q, "flags")?.unwrap_or(0);
             let modes: Vec<KvSetMode> = [
                 parse_u64(q, "cas")?.map(KvSetMode::Cas),
@@ -644,8 +639,18 @@ fn render(resp: ApiResponse, post: &Post) -> Result<Resp, ApiError> {
             h.insert("Content-Security-Policy", HeaderValue::from_static("sandbox"));
             r
         }
-        Body::Json(reply) => {
-            let value = present(&reply, post)?;
+        Body::Json(_) | Body::JsonText(_) => {
+            let value = match resp.body {
+                Body::Json(reply) => {
+                    let maps = matches!(reply, Reply::AgentServices(_) | Reply::AgentChecks(_));
+                    let value = serde_json::to_value(&reply).map_err(|e| err(500, e.to_string()))?;
+                    present(value, maps, post)
+                }
+                Body::JsonText(text) => {
+                    present(serde_json::from_str(&text).map_err(|e| err(500, e.to_string()))?, false, post)
+                }
+                _ => unreachable!("matched above"),
+            };
             let mut bytes = if post.pretty {
                 let mut b = pretty4(&value);
                 b.push(b'\n');
@@ -685,24 +690,22 @@ fn pretty4(v: &Value) -> Vec<u8> {
     out
 }
 
-/// Applies `?filter=` and `?node-meta=` to a list or map answer.
-fn present(reply: &Reply, post: &Post) -> Result<Value, ApiError> {
-    let mut value = serde_json::to_value(reply).map_err(|e| err(500, e.to_string()))?;
+/// Applies `?filter=` and `?node-meta=` to a list answer, or to a map answer's values
+/// where `maps` says the map is a list by key (agent services and checks).
+fn present(mut value: Value, maps: bool, post: &Post) -> Value {
     let keep = |v: &Value| {
         post.filter.as_ref().is_none_or(|f| f.matches(v))
             && post.node_meta.iter().all(|(k, want)| node_meta_of(v, k) == Some(want))
     };
     match &mut value {
         Value::Array(items) => items.retain(keep),
-        Value::Object(map) if matches!(reply, Reply::AgentServices(_) | Reply::AgentChecks(_)) => {
-            map.retain(|_, v| keep(v))
-        }
+        Value::Object(map) if maps => map.retain(|_, v| keep(v)),
         _ => {}
     }
     if post.fold_services {
         value = fold_services(&value);
     }
-    Ok(value)
+    value
 }
 
 /// The node metadata value `k` of a node, service row or health row.
@@ -746,28 +749,15 @@ mod tests {
 
     #[test]
     fn query_flags_are_presence_based_and_bad_values_refused() {
-        let opts = HttpOptions {
-            datacenter: "dc1".into(),
-            pretty: false,
-            kv_max_value_size: 10,
-            acl_default_policy: "allow".into(),
-            disable_unprintable_char_filter: false,
-            serf_lan_port: 8301,
-            serf_wan_port: 8302,
-        };
         let q = Query::parse(Some("index=5&wait=10s&stale"));
-        let o = query_opts(&q, &opts).unwrap();
+        let o = query_opts(&q).unwrap();
         assert_eq!((o.min_index, o.consistency), (Index(5), Consistency::Stale));
-        assert_eq!(query_opts(&Query::parse(Some("index=x")), &opts).unwrap_err().reason, "Invalid index");
-        assert_eq!(
-            query_opts(&Query::parse(Some("wait=15")), &opts).unwrap_err().reason,
-            "Invalid wait time"
-        );
-        assert_eq!(query_opts(&Query::parse(Some("stale&consistent")), &opts).unwrap_err().status, 400);
-        assert_eq!(query_opts(&Query::parse(Some("dc=dc9")), &opts).unwrap_err().status, 500);
-        let put = kv(&Method::PUT, "k".into(), &Query::parse(Some("cas=1&acquire=s")), vec![], &opts);
+        assert_eq!(query_opts(&Query::parse(Some("index=x"))).unwrap_err().reason, "Invalid index");
+        assert_eq!(query_opts(&Query::parse(Some("wait=15"))).unwrap_err().reason, "Invalid wait time");
+        assert_eq!(query_opts(&Query::parse(Some("stale&consistent"))).unwrap_err().status, 400);
+        let put = kv(&Method::PUT, "k".into(), &Query::parse(Some("cas=1&acquire=s")), vec![]);
         assert_eq!(put.unwrap_err().status, 400);
-        let put = kv(&Method::PUT, "k".into(), &Query::parse(Some("flags=42")), vec![1], &opts).unwrap();
+        let put = kv(&Method::PUT, "k".into(), &Query::parse(Some("flags=42")), vec![1]).unwrap();
         assert!(matches!(put, ApiRequest::KvPut { flags: 42, mode: KvSetMode::Set, .. }));
     }
 

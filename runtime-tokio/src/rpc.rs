@@ -1,21 +1,25 @@
-//! The server port: TCP connections carrying `core::rpc` frames between servers.
+//! The server port: TCP connections carrying `core::rpc` frames between servers, and from
+//! client agents to servers.
 //!
 //! Owns the sockets. Each peer gets one outbound connection, written by its own task from a
 //! queue; when a connection cannot be made, everything queued for it goes back to the node
 //! as undelivered (it never left, so forwarded work may be retried elsewhere), and the task
-//! retries with backoff. Inbound connections are read by a task each and their messages
-//! handed to the node; garbage, a bad preamble or an oversized frame closes just that
-//! connection. All of it runs on a thread and runtime of its own, so a flood of HTTP
+//! retries with backoff. What comes back on an outbound connection (answers to a client
+//! agent's calls) is read too. Inbound connections are read by a task each and their
+//! messages handed to the node; a client agent has no server port to dial back, so messages
+//! for it are written on the connection it opened. Garbage, a bad preamble or an oversized
+//! frame closes just that connection. All of it runs on a thread and runtime of its own, so a flood of HTTP
 //! requests on the agent's runtime never delays the heartbeats and acknowledgements that
 //! keep a leader in office. Decides nothing about what the messages mean.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use muster_core::io::Pool;
 use muster_core::rpc::{self, Decoder, PeerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -47,20 +51,45 @@ pub enum Delivery {
     },
 }
 
+type Queue = mpsc::UnboundedSender<PeerMessage>;
+
+/// Writers of the client agents connected to this server, by the name their preamble gave.
+#[derive(Clone, Default)]
+pub struct Clients(Arc<Mutex<HashMap<String, Queue>>>);
+
+impl Clients {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Outbound connections, one queue and writer task per peer.
 pub struct Transport {
     me: String,
-    peers: HashMap<String, mpsc::UnboundedSender<PeerMessage>>,
+    peers: HashMap<String, Queue>,
+    clients: Clients,
     events: mpsc::UnboundedSender<Delivery>,
 }
 
 impl Transport {
     pub fn new(me: String, events: mpsc::UnboundedSender<Delivery>) -> Transport {
-        Transport { me, peers: HashMap::new(), events }
+        Transport { me, peers: HashMap::new(), clients: Clients::default(), events }
+    }
+
+    /// The client connections a listener registers, so answers can be written back on them.
+    pub fn clients(&self) -> Clients {
+        self.clients.clone()
     }
 
     /// Queues `msg` for `to`, starting its writer on first use.
     pub fn send(&mut self, to: String, msg: PeerMessage) {
+        if rpc::is_client_id(&to) {
+            // Its connection is gone: the client times the call out and asks elsewhere.
+            if let Some(tx) = self.clients.lock().get(&to) {
+                let _ = tx.send(msg);
+            }
+            return;
+        }
         let tx = self.peers.entry(to.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             runtime().spawn(write_loop(self.me.clone(), to, rx, self.events.clone()));
@@ -81,7 +110,7 @@ async fn write_loop(
     let Some(mut first) = rx.recv().await else { return };
     loop {
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&to)).await;
-        let mut stream = match conn {
+        let stream = match conn {
             Ok(Ok(s)) => s,
             failed => {
                 let reason = match failed {
@@ -102,6 +131,10 @@ async fn write_loop(
         };
         backoff = Duration::from_millis(50);
         let _ = stream.set_nodelay(true);
+        let (reader, mut stream) = stream.into_split();
+        // Reads answers; it ends when the server closes the connection (it died or
+        // restarted), and then so does this one, so the next message connects afresh.
+        let mut answers = tokio::spawn(read_answers(reader, to.clone(), events.clone()));
         let mut buf = rpc::preamble(&me);
         buf.extend(rpc::encode(&first));
         loop {
@@ -114,11 +147,21 @@ async fn write_loop(
                 break;
             }
             buf.clear();
-            match rx.recv().await {
-                Some(msg) => buf.extend(rpc::encode(&msg)),
-                None => return,
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(msg) => buf.extend(rpc::encode(&msg)),
+                    None => {
+                        answers.abort();
+                        return;
+                    }
+                },
+                _ = &mut answers => {
+                    tracing::debug!(peer = %to, "server closed the connection");
+                    break;
+                }
             }
         }
+        answers.abort();
         // What was written may or may not have arrived; only later messages are retried.
         let Some(next) = rx.recv().await else { return };
         first = next;
@@ -142,10 +185,38 @@ pub(crate) fn runtime() -> &'static Handle {
     })
 }
 
+/// Reads what a server writes back on a connection this agent opened to it.
+async fn read_answers(mut reader: OwnedReadHalf, from: String, events: mpsc::UnboundedSender<Delivery>) {
+    let mut decoder = Decoder::identified(from.clone());
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        decoder.push(&buf[..n]);
+        loop {
+            match decoder.next_message() {
+                Ok(Some(msg)) => {
+                    if events.send(Delivery::Received { from: from.clone(), msg }).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(reason) => {
+                    tracing::debug!(peer = %from, %reason, "bad frame on a connection to a server");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Serves a bound server port: accepts connections and hands their messages to the host.
 pub fn listen(
     listener: std::net::TcpListener,
     events: mpsc::UnboundedSender<Delivery>,
+    clients: Clients,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let rt = runtime();
@@ -153,37 +224,94 @@ pub fn listen(
         let _entered = rt.enter();
         TcpListener::from_std(listener)?
     };
-    rt.spawn(serve(listener, events));
+    rt.spawn(serve(listener, events, clients));
     Ok(())
 }
 
-async fn serve(listener: TcpListener, events: mpsc::UnboundedSender<Delivery>) {
+async fn serve(listener: TcpListener, events: mpsc::UnboundedSender<Delivery>, clients: Clients) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
         let events = events.clone();
+        let clients = clients.clone();
         tokio::spawn(async move {
-            if let Err(reason) = read_loop(stream, events).await {
+            let _ = stream.set_nodelay(true);
+            let (reader, writer) = stream.into_split();
+            let mut inbound = Inbound { writer: Some(writer), registered: None, clients };
+            if let Err(reason) = inbound.read_loop(reader, events).await {
                 tracing::debug!(%peer, %reason, "server connection closed");
             }
         });
     }
 }
 
-async fn read_loop(mut stream: TcpStream, events: mpsc::UnboundedSender<Delivery>) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
-    let mut decoder = Decoder::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Ok(());
-        }
-        decoder.push(&buf[..n]);
-        while let Some(msg) = decoder.next_message().map_err(|e| e.to_string())? {
-            let from = decoder.from().expect("a message follows the preamble").to_string();
-            if events.send(Delivery::Received { from, msg }).is_err() {
+/// One accepted connection; a client agent's also carries messages back to it.
+struct Inbound {
+    writer: Option<OwnedWriteHalf>,
+    /// The client name and queue registered for this connection, removed when it closes.
+    registered: Option<(String, Queue)>,
+    clients: Clients,
+}
+
+impl Inbound {
+    async fn read_loop(
+        &mut self,
+        mut reader: OwnedReadHalf,
+        events: mpsc::UnboundedSender<Delivery>,
+    ) -> Result<(), String> {
+        let mut decoder = Decoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
                 return Ok(());
             }
+            decoder.push(&buf[..n]);
+            while let Some(msg) = decoder.next_message().map_err(|e| e.to_string())? {
+                let from = decoder.from().expect("a message follows the preamble").to_string();
+                self.register(&from);
+                if events.send(Delivery::Received { from, msg }).is_err() {
+                    return Ok(());
+                }
+            }
         }
+    }
+
+    /// A client agent's first message: messages for it from now on go out on this
+    /// connection (the newest connection of a client wins).
+    fn register(&mut self, from: &str) {
+        if !rpc::is_client_id(from) {
+            return;
+        }
+        let Some(writer) = self.writer.take() else { return };
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_back(writer, rx));
+        self.clients.lock().insert(from.to_string(), tx.clone());
+        self.registered = Some((from.to_string(), tx));
+    }
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        if let Some((name, tx)) = self.registered.take() {
+            let mut clients = self.clients.lock();
+            if clients.get(&name).is_some_and(|t| t.same_channel(&tx)) {
+                clients.remove(&name);
+            }
+        }
+    }
+}
+
+/// Writes messages for a client agent on the connection it opened, batching what is queued.
+async fn write_back(mut writer: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<PeerMessage>) {
+    let mut buf = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        buf.extend(rpc::encode(&msg));
+        while let Ok(msg) = rx.try_recv() {
+            buf.extend(rpc::encode(&msg));
+        }
+        if writer.write_all(&buf).await.is_err() {
+            return;
+        }
+        buf.clear();
     }
 }

@@ -415,6 +415,8 @@ impl World {
                 Effect::Exit | Effect::SaveKeyring { .. } => {
                     return Err(self.fail("the workload never leaves nor rotates keys".into()))
                 }
+                // Restarts model the Raft disk; API registrations are not replayed across them.
+                Effect::SaveAgentState { .. } => {}
                 Effect::Emit(e) => self.record(format!("{} emit {e:?}", self.now)),
             }
         }

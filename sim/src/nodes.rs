@@ -231,6 +231,8 @@ impl Nodes {
             Effect::Exit | Effect::SaveKeyring { .. } => {
                 return self.env.fail(format!("n{node} left or rotated keys, which nothing asked for"))
             }
+            // Restarts model the Raft disk; API registrations are not replayed across them.
+            Effect::SaveAgentState { .. } => {}
             Effect::Respond { id, resp } => self.answered(node, id.0 as usize, resp)?,
             Effect::Emit(Event::BecameLeader { term }) => {
                 self.env.mix(&[5, node as u64, term.0]);

@@ -33,15 +33,34 @@ pub fn muster_bin() -> &'static Path {
     })
 }
 
-/// A free TCP port on 127.0.0.1 that is also free for UDP (DNS uses both).
+/// Polls `ok` until it holds, panicking with `what` after `timeout`; returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// A free TCP port on 127.0.0.1 that is also free for UDP (DNS uses both). Ports come from
+/// below the kernel's ephemeral range (32768 up): a port the kernel handed out could be
+/// taken by any outgoing connection between this check and the agent's bind, which made
+/// agents fail to start now and then. Each test process walks its own stretch of the range.
 pub fn free_port() -> u16 {
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-        let port = l.local_addr().expect("local addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        if tcp.is_ok() && UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port below the ephemeral range");
 }
 
 /// A running `muster agent` process; killed when dropped.

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use muster_tests::{free_port, Agent};
+use muster_tests::{free_port, wait_until, Agent};
 use serde_json::Value;
 
 const KEY: &str = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
@@ -46,15 +46,6 @@ fn statuses(a: &Agent) -> Vec<(String, u64)> {
 
 fn status_of(a: &Agent, node: &str) -> Option<u64> {
     statuses(a).into_iter().find(|(n, _)| n == node).map(|(_, s)| s)
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 #[test]

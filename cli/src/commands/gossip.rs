@@ -54,6 +54,19 @@ pub async fn leave(args: LeaveArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args, Debug)]
+pub struct ReloadArgs {
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+pub async fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    let client = args.http.client()?;
+    client.put("/v1/agent/reload", &[], Vec::new()).await.context("Error reloading")?;
+    emit(b"Configuration reload triggered\n")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Debug)]
 pub struct ForceLeaveArgs {
     /// Also remove the member from the member list entirely
     #[arg(long)]

@@ -40,6 +40,8 @@ pub enum Command {
     Join(gossip::JoinArgs),
     /// Gracefully leaves the cluster and shuts down the local agent
     Leave(gossip::LeaveArgs),
+    /// Triggers the agent to reload configuration files
+    Reload(gossip::ReloadArgs),
     /// Forces a member of the cluster to enter the "left" state
     ForceLeave(gossip::ForceLeaveArgs),
     /// Fire a new event
@@ -78,6 +80,7 @@ pub enum Command {
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Members(args) => members::run(args).await,
+        Command::Reload(args) => gossip::reload(args).await,
         Command::Join(args) => gossip::join(args).await,
         Command::Leave(args) => gossip::leave(args).await,
         Command::ForceLeave(args) => gossip::force_leave(args).await,

@@ -6,6 +6,10 @@
 //! differences between local state and the catalog into catalog commands. Never writes the
 //! catalog itself (the node proposes the commands) and never schedules probes (`checks`).
 
+mod saved;
+
+pub use saved::SavedDefs;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::fsm::catalog::{Catalog, Deregistration, Health, HealthCheck, Node, NodeService, Registration};
@@ -18,6 +22,18 @@ pub const CONSUL_SERVICE: &str = "consul";
 pub const SERF_HEALTH: &str = "serfHealth";
 pub const NODE_MAINTENANCE: &str = "_node_maintenance";
 pub const SERVICE_MAINTENANCE_PREFIX: &str = "_service_maintenance:";
+
+/// The full-sync period for a cluster of `nodes`: the base period up to 128 nodes, then one
+/// more period per doubling (Consul's scaling), so the servers' load from full syncs stays
+/// flat as the cluster grows.
+pub fn ae_scale(interval: Duration, nodes: usize) -> Duration {
+    const THRESHOLD: usize = 128;
+    if nodes <= THRESHOLD {
+        return interval;
+    }
+    let doublings = (nodes as f64 / THRESHOLD as f64).log2().ceil() as u32;
+    interval * (doublings + 1)
+}
 
 #[derive(Clone, Debug)]
 struct LocalService {
@@ -431,5 +447,21 @@ mod tests {
         assert_eq!(a.services_to_reap(Time(0) + Duration::from_secs(60)), ["web1"]);
         a.set_check("c", Health::Passing, "", Time(0) + Duration::from_secs(30));
         assert!(a.services_to_reap(Time(0) + Duration::from_secs(90)).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use super::*;
+
+    #[test]
+    fn full_sync_period_grows_one_period_per_doubling_past_128_nodes() {
+        let m = Duration::from_secs(60);
+        assert_eq!(ae_scale(m, 1), m);
+        assert_eq!(ae_scale(m, 128), m);
+        assert_eq!(ae_scale(m, 129), m * 2);
+        assert_eq!(ae_scale(m, 256), m * 2);
+        assert_eq!(ae_scale(m, 257), m * 3);
+        assert_eq!(ae_scale(m, 10_000), m * 8);
     }
 }

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::checks::{CheckKind, CheckSpec, Thresholds};
 use crate::fsm::catalog::{
     CheckDefinitionView, DefinitionValue, Health, HealthCheck, NodeService, ServiceAddress, Weights,
@@ -14,7 +16,7 @@ use crate::fsm::catalog::{
 use crate::time::{format_go_duration, Duration};
 
 /// A service definition (`/v1/agent/service/register` body or a config file `service`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceDef {
     pub id: Option<String>,
     pub name: String,
@@ -32,7 +34,7 @@ pub struct ServiceDef {
 
 /// A check definition (`/v1/agent/check/register` body, a service's `Check`/`Checks`, a
 /// config file `check`). Exactly one kind field should be set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckDef {
     pub id: Option<String>,
     pub name: Option<String>,
@@ -67,7 +69,7 @@ pub struct CheckDef {
 }
 
 /// `PUT /v1/catalog/register` body.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogRegisterDef {
     pub id: String,
     pub node: String,
@@ -81,7 +83,7 @@ pub struct CatalogRegisterDef {
     pub skip_node_update: bool,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogCheckDef {
     pub check_id: Option<String>,
     pub name: String,
@@ -93,7 +95,7 @@ pub struct CatalogCheckDef {
 }
 
 /// `PUT /v1/catalog/deregister` body.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogDeregisterDef {
     pub node: String,
     pub datacenter: Option<String>,

@@ -9,10 +9,12 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
 use crate::fsm::catalog::{Catalog, Health, Node, NodeService};
 use crate::rng::Rng;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordType {
     A,
     Aaaa,
@@ -27,7 +29,7 @@ pub enum RecordType {
     Other(u16),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsQuestion {
     /// The name as asked (case kept, so answers echo it).
     pub name: String,
@@ -36,7 +38,7 @@ pub struct DnsQuestion {
     pub plain_udp: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rcode {
     NoError,
     FormErr,
@@ -46,7 +48,7 @@ pub enum Rcode {
     Refused,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RData {
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
@@ -58,14 +60,14 @@ pub enum RData {
     Ptr(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsRecord {
     pub name: String,
     pub ttl: u32,
     pub data: RData,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsResponse {
     pub rcode: Rcode,
     pub answers: Vec<DnsRecord>,
@@ -186,6 +188,21 @@ fn parse(name: &str, cfg: &DnsConfig, qtype: RecordType) -> (Lookup, String) {
         _ => Lookup::Invalid,
     };
     (lookup, domain)
+}
+
+/// The datacenter a question names when it is not this one (`web.service.dc2.consul`,
+/// `n1.node.dc2.dc.consul`): such a question is answered by that datacenter's servers.
+pub fn foreign_datacenter(q: &DnsQuestion, cfg: &DnsConfig) -> Option<String> {
+    let lower = q.name.trim_end_matches('.').to_ascii_lowercase() + ".";
+    let domains = core::iter::once(&cfg.domain).chain(cfg.alt_domain.as_ref());
+    let rest = domains.filter_map(|d| zone_rest(&lower, d)).next()?;
+    let labels: Vec<&str> = rest.split('.').collect();
+    const KINDS: [&str; 4] = ["service", "node", "query", "addr"];
+    let pos = labels.iter().rposition(|l| KINDS.contains(l))?;
+    match &labels[pos + 1..] {
+        [dc] | [dc, "dc"] if *dc != cfg.datacenter && pos > 0 => Some((*dc).to_string()),
+        _ => None,
+    }
 }
 
 fn zone_rest(name: &str, domain: &str) -> Option<String> {
@@ -628,6 +645,13 @@ mod tests {
         assert_eq!(a_records(&ask("n1.node.consul", RecordType::A)), ["10.0.0.1".parse().unwrap()].into());
         assert_eq!(ask("nope.node.consul", RecordType::A).rcode, Rcode::NxDomain);
         assert_eq!(ask("n1.node.dc2.consul", RecordType::A).rcode, Rcode::NxDomain);
+        let q = |name: &str| DnsQuestion { name: name.into(), qtype: RecordType::A, plain_udp: false };
+        let cfg = DnsConfig::default();
+        assert_eq!(foreign_datacenter(&q("n1.node.dc2.consul."), &cfg).as_deref(), Some("dc2"));
+        assert_eq!(foreign_datacenter(&q("web.service.DC2.dc.consul"), &cfg).as_deref(), Some("dc2"));
+        assert_eq!(foreign_datacenter(&q("web.service.dc1.consul"), &cfg), None);
+        assert_eq!(foreign_datacenter(&q("web.service.consul"), &cfg), None);
+        assert_eq!(foreign_datacenter(&q("example.com"), &cfg), None);
         assert_eq!(ask("web.service.consul", RecordType::Other(15)).authority.len(), 1, "NODATA has an SOA");
         assert_eq!(
             a_records(&ask("7f000001.addr.consul", RecordType::A)),

@@ -18,7 +18,7 @@ use dns::{DnsQuestion, DnsResponse};
 use shapes::Reply;
 
 /// Read consistency (`?stale`, `?consistent`, or neither).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Consistency {
     #[default]
     Default,
@@ -38,7 +38,7 @@ impl Consistency {
 }
 
 /// Options every read takes: blocking (`?index=&wait=`) and consistency.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueryOpts {
     /// Block until the result's index exceeds this; 0 means answer at once.
     pub min_index: Index,
@@ -57,14 +57,14 @@ pub enum KeyringOp {
 }
 
 /// The forms of a KV read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KvRead {
     Entry { raw: bool },
     Recurse,
     Keys { separator: Option<String> },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ApiRequest {
     KvGet {
         key: String,
@@ -197,10 +197,87 @@ pub enum ApiRequest {
         id: Option<String>,
     },
     Dns(DnsQuestion),
+    /// `?dc=` naming another datacenter (or a write body's `Datacenter`): answered there,
+    /// by one of its servers found in the WAN pool.
+    InDatacenter {
+        dc: String,
+        req: Box<ApiRequest>,
+    },
+    /// `PUT /v1/agent/reload` (or SIGHUP): the config files' services and checks as read
+    /// again; the host has already named what cannot change without a restart.
+    AgentReload {
+        services: Vec<ServiceDef>,
+        checks: Vec<CheckDef>,
+    },
+}
+
+impl ApiRequest {
+    /// Whether a server answers this request: the state store, Raft and the WAN live
+    /// there, so a client agent sends these over the server port. Everything else is
+    /// the local agent's own business (its services and checks, gossip, events).
+    pub fn needs_server(&self) -> bool {
+        use ApiRequest::*;
+        match self {
+            KvGet { .. }
+            | KvPut { .. }
+            | KvDelete { .. }
+            | CatalogRegister(_)
+            | CatalogDeregister(_)
+            | CatalogDatacenters
+            | CatalogNodes { .. }
+            | CatalogServices { .. }
+            | CatalogAllInstances { .. }
+            | CatalogService { .. }
+            | CatalogNode { .. }
+            | HealthNode { .. }
+            | HealthChecks { .. }
+            | HealthService { .. }
+            | HealthState { .. }
+            | StatusLeader
+            | StatusPeers
+            | OperatorRaftConfiguration
+            | OperatorRaftRemovePeer { .. }
+            | Dns(_)
+            | InDatacenter { .. } => true,
+            AgentSelf
+            | AgentMembers { .. }
+            | AgentJoin { .. }
+            | AgentLeave
+            | AgentForceLeave { .. }
+            | EventFire { .. }
+            | OperatorKeyring { .. }
+            | EventList { .. }
+            | AgentServices
+            | AgentService { .. }
+            | AgentChecks
+            | AgentServiceRegister { .. }
+            | AgentServiceDeregister { .. }
+            | AgentCheckRegister { .. }
+            | AgentCheckDeregister { .. }
+            | AgentCheckTtl { .. }
+            | AgentMaintenance { .. }
+            | AgentServiceMaintenance { .. }
+            | AgentReload { .. } => false,
+        }
+    }
+
+    /// Whether carrying this out twice could change anything twice: such a request is
+    /// never retried once it may have reached a server.
+    pub fn is_write(&self) -> bool {
+        match self {
+            ApiRequest::KvPut { .. }
+            | ApiRequest::KvDelete { .. }
+            | ApiRequest::CatalogRegister(_)
+            | ApiRequest::CatalogDeregister(_)
+            | ApiRequest::OperatorRaftRemovePeer { .. } => true,
+            ApiRequest::InDatacenter { req, .. } => req.is_write(),
+            _ => false,
+        }
+    }
 }
 
 /// Headers of reads that go through the state store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueryMeta {
     /// `X-Consul-Index`, never 0.
     pub index: Index,
@@ -219,6 +296,8 @@ pub enum Body {
     /// Raw bytes (`?raw` KV reads).
     Raw(Vec<u8>),
     Json(Reply),
+    /// JSON already rendered by the server that answered a forwarded request.
+    JsonText(String),
     Dns(DnsResponse),
 }
 
@@ -245,6 +324,54 @@ impl ApiError {
 impl From<ApiError> for ApiResponse {
     fn from(e: ApiError) -> ApiResponse {
         ApiResponse::error(e.status, e.reason)
+    }
+}
+
+/// An `ApiResponse` as it crosses the server port: replies rendered to JSON text, since
+/// their shapes are Consul's JSON and not a binary format's.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WireResponse {
+    pub status: u16,
+    pub meta: Option<QueryMeta>,
+    pub body: WireBody,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum WireBody {
+    Empty,
+    Text(String),
+    Raw(Vec<u8>),
+    Json(String),
+    Dns(DnsResponse),
+}
+
+impl From<ApiResponse> for WireResponse {
+    fn from(r: ApiResponse) -> WireResponse {
+        let body = match r.body {
+            Body::Empty => WireBody::Empty,
+            Body::Text(t) => WireBody::Text(t),
+            Body::Raw(b) => WireBody::Raw(b),
+            Body::Json(reply) => match serde_json::to_string(&reply) {
+                Ok(text) => WireBody::Json(text),
+                Err(e) => return ApiResponse::error(500, format!("rendering the answer failed: {e}")).into(),
+            },
+            Body::JsonText(text) => WireBody::Json(text),
+            Body::Dns(d) => WireBody::Dns(d),
+        };
+        WireResponse { status: r.status, meta: r.meta, body }
+    }
+}
+
+impl From<WireResponse> for ApiResponse {
+    fn from(w: WireResponse) -> ApiResponse {
+        let body = match w.body {
+            WireBody::Empty => Body::Empty,
+            WireBody::Text(t) => Body::Text(t),
+            WireBody::Raw(b) => Body::Raw(b),
+            WireBody::Json(text) => Body::JsonText(text),
+            WireBody::Dns(d) => Body::Dns(d),
+        };
+        ApiResponse { status: w.status, meta: w.meta, body }
     }
 }
 

@@ -265,6 +265,22 @@ impl Catalog {
         self.checks.range((k.clone(), String::new())..).take_while(move |((n, _), _)| *n == k).map(|(_, c)| c)
     }
 
+    /// A catalog holding one node with its services and checks (empty if it is unknown).
+    pub fn node_slice(&self, name: &str) -> Catalog {
+        let k = node_key(name);
+        let mut slice = Catalog { table_index: self.table_index, ..Catalog::default() };
+        if let Some(n) = self.nodes.get(&k) {
+            slice.nodes.insert(k.clone(), n.clone());
+        }
+        for s in self.node_services(name) {
+            slice.services.insert((k.clone(), s.id.clone()), s.clone());
+        }
+        for c in self.node_checks(name) {
+            slice.checks.insert((k.clone(), c.check_id.clone()), c.clone());
+        }
+        slice
+    }
+
     pub fn all_checks(&self) -> impl Iterator<Item = &HealthCheck> {
         self.checks.values()
     }

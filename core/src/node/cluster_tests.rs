@@ -120,6 +120,23 @@ impl Net {
         panic!("request {id} on node {i} never answered");
     }
 
+    /// Adds a client agent that knows the servers without gossip; returns its index.
+    fn add_client(&mut self, name: &str) -> usize {
+        let info = NodeInfo::new(name, "10.0.1.1", "dc1");
+        let cfg = Config {
+            server: false,
+            bootstrap: false,
+            retry_join: self.ids.clone(),
+            ae_interval: Duration::from_secs(2),
+            ..Config::defaults(info)
+        };
+        self.nodes.push(Node::new(cfg, [7; 32]).unwrap());
+        self.ids.push(crate::rpc::client_id(name));
+        self.down.push(false);
+        self.disks.push(Recovered::default());
+        self.nodes.len() - 1
+    }
+
     /// Server `i` comes back from what its disk holds.
     fn restart(&mut self, i: usize) {
         let cfg = self.nodes[i].config().clone();
@@ -262,4 +279,107 @@ fn a_due_raft_timer_runs_on_a_request_before_the_hosts_wakeup() {
 fn leader_index(net: &mut Net) -> usize {
     let leader = net.leader().expect("a leader");
     net.ids.iter().position(|x| *x == leader).expect("a member leads")
+}
+
+fn web_service() -> ApiRequest {
+    let def = crate::api::defs::ServiceDef {
+        name: "web".into(),
+        port: 80,
+        checks: vec![crate::api::defs::CheckDef {
+            name: Some("alive".into()),
+            ttl: Some(Duration::from_secs(30)),
+            status: Some("passing".into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    ApiRequest::AgentServiceRegister { def: Box::new(def), replace_existing_checks: false }
+}
+
+fn health_web(min_index: u64) -> ApiRequest {
+    let q =
+        QueryOpts { min_index: Index(min_index), wait: Some(Duration::from_secs(30)), ..Default::default() };
+    ApiRequest::HealthService { service: "web".into(), tags: vec![], passing: true, q }
+}
+
+fn instances(r: &ApiResponse) -> usize {
+    let Body::JsonText(text) = &r.body else { panic!("forwarded JSON, got {r:?}") };
+    text.matches("\"ServiceID\":\"web\"").count()
+}
+
+#[test]
+fn a_client_agent_forwards_reads_and_writes_and_its_services_reach_the_catalog() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_secs(5));
+    let c = net.add_client("c1");
+    let r = net.call(c, put("k", "v"));
+    assert_eq!(r.body, Body::JsonText("true".into()), "{r:?}");
+    let r = net.call(c, get("k", Consistency::Consistent));
+    assert_eq!(r.body, Body::Raw(b"v".to_vec()));
+    assert!(r.meta.unwrap().known_leader);
+    // A service registered on the client is the catalog's, on every server.
+    assert_eq!(net.call(c, web_service()).status, 200);
+    for s in 0..3 {
+        let r = net.call(s, health_web(0));
+        let Body::Json(Reply::CheckServiceNodes(rows)) = r.body else { panic!("{r:?}") };
+        assert_eq!(rows.len(), 1, "server {s} sees the client's service");
+    }
+    // A blocking health read held through the client wakes when the check fails.
+    let index = net.call(c, health_web(0)).meta.unwrap().index.0;
+    let waiting = net.send(c, health_web(index));
+    net.run(Duration::from_secs(1));
+    assert!(!net.responses.contains_key(&(c, waiting)), "the read blocks at its server");
+    let fail = ApiRequest::AgentCheckTtl {
+        id: "service:web".into(),
+        status: Health::Critical,
+        output: "down".into(),
+    };
+    assert_eq!(net.call(c, fail).status, 200);
+    net.run(Duration::from_millis(200));
+    let woke = net.responses.remove(&(c, waiting)).expect("the blocking read woke");
+    assert_eq!(instances(&woke), 0, "no passing instance left: {woke:?}");
+    assert!(woke.meta.unwrap().index.0 > index);
+}
+
+#[test]
+fn a_client_fails_over_when_its_server_dies_and_anti_entropy_repairs_the_catalog() {
+    let mut net = Net::new(3);
+    net.run(Duration::from_secs(5));
+    let c = net.add_client("c1");
+    assert_eq!(net.call(c, web_service()).status, 200);
+    // Every server the client might be using dies in turn; its next request still succeeds.
+    for dead in 0..2 {
+        net.down[dead] = true;
+        net.run(Duration::from_secs(3));
+        let r = net.call(c, get("k", Consistency::Stale));
+        assert_eq!(r.status, 404, "with server {dead} down: {r:?}");
+    }
+    net.down[0] = false;
+    net.down[1] = false;
+    net.run(Duration::from_secs(3));
+    // Delete the client's service behind its back: the next full sync puts it back.
+    let gone = crate::api::defs::CatalogDeregisterDef {
+        node: "c1".into(),
+        service_id: Some("web".into()),
+        ..Default::default()
+    };
+    assert_eq!(net.call(2, ApiRequest::CatalogDeregister(gone)).status, 200);
+    let r = net.call(2, health_web(0));
+    assert_eq!(r.body, Body::Json(Reply::CheckServiceNodes(vec![])));
+    net.run(Duration::from_secs(6));
+    let r = net.call(2, health_web(0));
+    let Body::Json(Reply::CheckServiceNodes(rows)) = r.body else { panic!("{r:?}") };
+    assert_eq!(rows.len(), 1, "anti-entropy restored the service");
+}
+
+#[test]
+fn another_datacenter_without_a_path_answers_500() {
+    let mut net = Net::new(1);
+    net.run(Duration::from_secs(3));
+    let c = net.add_client("c1");
+    let req = ApiRequest::InDatacenter { dc: "dc9".into(), req: Box::new(get("k", Consistency::Default)) };
+    let r = net.call(c, req.clone());
+    assert_eq!((r.status, r.body), (500, Body::Text("No path to datacenter".into())));
+    let own = ApiRequest::InDatacenter { dc: "dc1".into(), req: Box::new(get("k", Consistency::Default)) };
+    assert_eq!(net.call(0, own).status, 404, "its own datacenter is answered locally");
 }

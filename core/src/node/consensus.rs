@@ -39,6 +39,8 @@ pub(super) enum Waiter {
     Synced(Vec<ReqId>),
     /// A follower forwarded it: reply with `Forwarded`.
     Remote { to: String, ctx: u64 },
+    /// A client agent's call: reply with an `Answer`.
+    Call { to: String, ctx: u64 },
     /// The leader's membership reconcile: let the next one go.
     Reconciled,
     /// A Raft membership change the reconcile asked for (a server joined or left).
@@ -110,7 +112,7 @@ impl Cluster {
         Cluster { next_ctx: ids.next_u64() >> 1, ..Cluster::default() }
     }
 
-    fn ctx(&mut self) -> u64 {
+    pub(super) fn ctx(&mut self) -> u64 {
         self.next_ctx += 1;
         self.next_ctx
     }
@@ -235,6 +237,13 @@ impl Node {
     }
 
     fn submit_until(&mut self, task: Task, waiter: Option<Waiter>, deadline: Time, out: &mut Vec<Effect>) {
+        if !self.cfg.server {
+            // A client has no Raft: its servers carry out the work.
+            if let Task::Write(work) = task {
+                let waiter = super::remote::CallWaiter::Work(waiter);
+                return self.call(None, crate::rpc::Call::Work(work), waiter, deadline, out);
+            }
+        }
         if self.is_leader() {
             return self.lead(task, waiter, out);
         }
@@ -292,10 +301,18 @@ impl Node {
     }
 
     /// Answers whoever waits for work, with its outcome.
-    fn reply(&mut self, waiter: Waiter, result: Result<(Index, bool), String>, out: &mut Vec<Effect>) {
+    pub(super) fn reply(
+        &mut self,
+        waiter: Waiter,
+        result: Result<(Index, bool), String>,
+        out: &mut Vec<Effect>,
+    ) {
         let resp = |id, resp| Effect::Respond { id, resp };
         if let Waiter::Synced(ids) = waiter {
             self.syncing = false;
+            if result.is_err() && !self.cfg.server {
+                self.next_full_sync = self.next_full_sync.min(self.now + super::SYNC_RETRY);
+            }
             out.extend(ids.into_iter().map(|id| resp(id, ApiResponse::empty())));
             return;
         }
@@ -313,6 +330,10 @@ impl Node {
             (Waiter::Remote { to, ctx }, result) => {
                 Effect::Send { to, msg: PeerMessage::Forwarded { ctx, result } }
             }
+            (Waiter::Call { to, ctx }, result) => Effect::Send {
+                to,
+                msg: PeerMessage::Answer { ctx, answer: crate::rpc::Answer::Work(result) },
+            },
             (Waiter::Empty(id), Ok(_)) => resp(id, ApiResponse::empty()),
             (Waiter::Outcome(id), Ok((_, b))) => {
                 resp(id, ApiResponse::json(crate::api::shapes::Reply::Bool(b)))
@@ -354,8 +375,9 @@ impl Node {
     }
 
     /// A message that never reached its server: work it carried waits for a leader again.
-    pub(super) fn undelivered(&mut self, msg: PeerMessage) {
+    pub(super) fn undelivered(&mut self, to: &str, msg: PeerMessage, out: &mut Vec<Effect>) {
         match msg {
+            PeerMessage::Call { ctx, call } => self.call_undelivered(to, ctx, call, out),
             PeerMessage::Forward { ctx, work } => {
                 if let Some(f) = self.cluster.forwards.remove(&ctx) {
                     self.cluster.held.push(Held {
@@ -406,6 +428,8 @@ impl Node {
                     out.push(Effect::Send { to: from, msg: PeerMessage::Barrier { ctx, result } });
                 }
             }
+            PeerMessage::Call { ctx, call } => self.on_call(from, ctx, call, out),
+            PeerMessage::Answer { ctx, answer } => self.on_answer(&from, ctx, answer, out),
             PeerMessage::Barrier { ctx, result } => {
                 if let Some(BarrierFor::Read { id, req, deadline }) = self.cluster.barriers.remove(&ctx) {
                     match result {

@@ -207,6 +207,30 @@ impl Membership {
 
     /// A reconcile's writes landed (or failed: then try again shortly, not at once, since
     /// a leader change or a membership change in progress is the usual reason).
+    /// Server addresses of the members gossip believes alive that serve `dc` (`None`: this
+    /// agent's own datacenter, from the LAN pool; another from the WAN pool), never `me`.
+    pub(super) fn alive_servers(&self, dc: Option<&str>, me: &super::NodeInfo) -> Vec<String> {
+        let (pool, dc) = match dc {
+            None => (Some(&self.lan), me.datacenter.as_str()),
+            Some(dc) => (self.wan.as_ref(), dc),
+        };
+        let Some(pool) = pool else { return vec![] };
+        pool.members()
+            .filter(|x| !x.down() && *x.id.name != *me.name)
+            .filter_map(|x| server_rpc(&x.id, dc))
+            .collect()
+    }
+
+    /// How many members the LAN pool holds that are not down.
+    pub(super) fn lan_size(&self) -> usize {
+        self.lan.members().filter(|x| !x.down()).count()
+    }
+
+    /// Whether any member of the WAN pool, alive or not, belongs to `dc`.
+    pub(super) fn knows_datacenter(&self, dc: &str) -> bool {
+        self.wan.as_ref().is_some_and(|w| w.members().any(|x| x.id.tags.get("dc").is_some_and(|d| d == dc)))
+    }
+
     pub(super) fn reconciled(&mut self, now: Time, ok: bool) {
         self.reconciling = false;
         if !ok {

@@ -7,11 +7,12 @@
 
 mod consensus;
 mod membership;
+mod remote;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::agent::{
-    Agent, NodeInfo, CONSUL_SERVICE, NODE_MAINTENANCE, SERF_HEALTH, SERVICE_MAINTENANCE_PREFIX,
+    Agent, NodeInfo, SavedDefs, CONSUL_SERVICE, NODE_MAINTENANCE, SERF_HEALTH, SERVICE_MAINTENANCE_PREFIX,
 };
 use crate::api::defs::{
     BuiltCheck, CatalogDeregisterDef, CatalogRegisterDef, CheckContext, CheckDef, DefError, ServiceDef,
@@ -32,6 +33,10 @@ use crate::time::{Duration, Time};
 use consensus::{Cluster, Waiter};
 pub use membership::GossipSetup;
 use membership::Membership;
+use remote::Remote;
+
+/// How soon anti-entropy tries again after a sync could not be written.
+const SYNC_RETRY: Duration = Duration::from_secs(2);
 
 /// The Consul release whose HTTP API muster speaks; clients branch on `Config.Version`.
 pub const CONSUL_API_VERSION: &str = "1.22.0";
@@ -90,6 +95,8 @@ pub struct Config {
     /// Services and checks from config files.
     pub services: Vec<ServiceDef>,
     pub checks: Vec<CheckDef>,
+    /// Services and checks registered through the API before a restart (from the data dir).
+    pub restored: SavedDefs,
 }
 
 impl Config {
@@ -122,6 +129,7 @@ impl Config {
             rpc_hold_timeout: Duration::from_secs(7),
             services: vec![],
             checks: vec![],
+            restored: SavedDefs::default(),
         }
     }
 }
@@ -172,6 +180,16 @@ pub struct Node {
     started: bool,
     failed: Option<String>,
     membership: Option<Membership>,
+    /// Calls to servers (a client's requests, a server's to other datacenters) and calls
+    /// served for other agents.
+    remote: Remote,
+    /// What the API registered, for the host to keep; `saved_dirty` when it changed.
+    saved: SavedDefs,
+    saved_dirty: bool,
+    /// IDs of the services and standalone checks the config files registered, which a
+    /// reload replaces.
+    config_services: BTreeSet<String>,
+    config_checks: BTreeSet<String>,
 }
 
 impl Node {
@@ -210,6 +228,11 @@ impl Node {
         });
         Ok(Node {
             membership,
+            remote: Remote::new(Rng::new(seed, Stream::Servers)),
+            saved: SavedDefs::default(),
+            saved_dirty: false,
+            config_services: BTreeSet::new(),
+            config_checks: BTreeSet::new(),
             id,
             raft,
             cluster: Cluster::new(Rng::new(seed, Stream::Ids)),
@@ -246,6 +269,15 @@ impl Node {
     pub fn step(&mut self, now: Time, input: Input, out: &mut Vec<Effect>) {
         assert!(now >= self.now, "time went backwards: {now} after {}", self.now);
         self.now = now;
+        let start = out.len();
+        self.step_input(now, input, out);
+        self.answer_served(start, out);
+        if std::mem::take(&mut self.saved_dirty) {
+            out.push(Effect::SaveAgentState { defs: self.saved.clone() });
+        }
+    }
+
+    fn step_input(&mut self, now: Time, input: Input, out: &mut Vec<Effect>) {
         if let Some(reason) = &self.failed {
             if let Input::Request { id, .. } = input {
                 out.push(Effect::Respond {
@@ -268,7 +300,7 @@ impl Node {
             }
             Input::Persisted { token } => self.drive(RaftInput::Persisted { token }, out),
             Input::Peer { from, msg } => self.on_peer(from, msg, out),
-            Input::Undelivered { msg, .. } => self.undelivered(msg),
+            Input::Undelivered { to, msg } => self.undelivered(&to, msg, out),
             Input::Gossip { pool, from, bytes, stream } => self.on_gossip(pool, from, &bytes, stream, out),
             Input::GossipUnreachable { pool, to, tag } => self.on_gossip_unreachable(pool, to, tag, out),
             Input::PersistFailed { token } => {
@@ -299,22 +331,112 @@ impl Node {
     /// does), and start the config-file registrations.
     fn start(&mut self, now: Time, out: &mut Vec<Effect>) {
         self.started = true;
-        if self.cfg.bootstrap {
+        if !self.cfg.server {
+            // A client holds no Raft; the leader writes its node when gossip shows it alive.
+        } else if self.cfg.bootstrap {
             self.drive(RaftInput::Bootstrap { voters: vec![self.id.clone()] }, out);
         } else {
             self.drive(RaftInput::Tick, out);
         }
-        let reconcile = self.reconcile_self();
-        self.submit(Work::Commands(vec![reconcile]), None, out);
+        if self.cfg.server {
+            let reconcile = self.reconcile_self();
+            self.submit(Work::Commands(vec![reconcile]), None, out);
+        }
         for (svc, checks) in std::mem::take(&mut self.startup) {
-            if let Some(svc) = svc {
+            self.add_startup(svc, checks, now, out);
+        }
+        self.restore(now, out);
+        self.next_full_sync = now + self.cfg.ae_interval;
+    }
+
+    /// A config-file registration: a service with its checks, or a standalone check.
+    fn add_startup(
+        &mut self,
+        svc: Option<NodeService>,
+        checks: Vec<BuiltCheck>,
+        now: Time,
+        out: &mut Vec<Effect>,
+    ) {
+        match svc {
+            Some(svc) => {
+                let keep: Vec<&str> = checks.iter().map(|b| b.row.check_id.as_str()).collect();
+                self.drop_checks_of(&svc.id, &keep, out);
+                self.config_services.insert(svc.id.clone());
                 self.agent.add_service(svc);
             }
-            for b in checks {
-                self.add_check(b, now, out);
+            None => self.config_checks.extend(checks.iter().map(|b| b.row.check_id.clone())),
+        }
+        for b in checks {
+            self.add_check(b, now, out);
+        }
+    }
+
+    /// Registers again what the API had registered before the restart.
+    fn restore(&mut self, now: Time, out: &mut Vec<Effect>) {
+        let restored = std::mem::take(&mut self.cfg.restored);
+        for def in restored.services.values() {
+            if let Err(e) = self.register_service(&SavedDefs::restored_service(def), true, now, out) {
+                tracing::warn!(service = %def.name, error = %e, "a saved service no longer registers; dropped");
             }
         }
-        self.next_full_sync = now + self.cfg.ae_interval;
+        for def in restored.checks.values() {
+            if let Err(e) = self.register_check(&SavedDefs::restored_check(def), now, out) {
+                tracing::warn!(error = %e.reason, "a saved check no longer registers; dropped");
+            }
+        }
+    }
+
+    /// Re-reads the config files' services and checks: removed ones go, changed ones are
+    /// replaced, new ones start. Nothing changes unless every definition is valid.
+    fn reload(
+        &mut self,
+        services: Vec<ServiceDef>,
+        checks: Vec<CheckDef>,
+        now: Time,
+        out: &mut Vec<Effect>,
+    ) -> Result<(), ConfigError> {
+        let fresh = validate(&self.cfg, &services, &checks)?;
+        let new_services: BTreeSet<String> =
+            fresh.iter().filter_map(|(s, _)| s.as_ref().map(|s| s.id.clone())).collect();
+        let new_checks: BTreeSet<String> = fresh
+            .iter()
+            .filter(|(s, _)| s.is_none())
+            .flat_map(|(_, c)| c.iter().map(|b| b.row.check_id.clone()))
+            .collect();
+        for gone in self.config_services.difference(&new_services).cloned().collect::<Vec<_>>() {
+            if !self.saved.services.contains_key(&gone) {
+                for c in self.agent.remove_service(&gone) {
+                    self.scheduler.remove(&c, out);
+                }
+            }
+        }
+        for gone in self.config_checks.difference(&new_checks).cloned().collect::<Vec<_>>() {
+            if !self.saved.checks.contains_key(&gone) && self.agent.remove_check(&gone) {
+                self.scheduler.remove(&gone, out);
+            }
+        }
+        self.config_services.clear();
+        self.config_checks.clear();
+        for (svc, built) in fresh {
+            self.add_startup(svc, built, now, out);
+        }
+        self.cfg.services = services;
+        self.cfg.checks = checks;
+        Ok(())
+    }
+
+    /// Removes a service's checks that are not among `keep` (a re-registration replaces them).
+    fn drop_checks_of(&mut self, service_id: &str, keep: &[&str], out: &mut Vec<Effect>) {
+        let stale: Vec<String> = self
+            .agent
+            .checks()
+            .filter(|c| c.service_id == service_id && !keep.contains(&c.check_id.as_str()))
+            .map(|c| c.check_id.clone())
+            .collect();
+        for c in stale {
+            self.agent.remove_check(&c);
+            self.scheduler.remove(&c, out);
+        }
     }
 
     /// The leader's record of a live member: the node, its `serfHealth`, and for servers
@@ -364,6 +486,7 @@ impl Node {
             for c in self.agent.remove_service(&sid) {
                 self.scheduler.remove(&c, out);
             }
+            self.saved_dirty |= self.saved.remove_service(&sid);
             out.push(Effect::Emit(Event::ServiceDeregistered {
                 service_id: sid,
                 reason: "a check stayed critical past DeregisterCriticalServiceAfter".into(),
@@ -380,10 +503,13 @@ impl Node {
         }
         self.poll_cluster(now, out);
         self.poll_membership(now, out);
+        self.poll_remote(now, out);
         if now >= self.next_full_sync {
             if self.sync(now, true, out) {
-                let jitter = self.ae_rng.below(self.cfg.ae_interval.as_nanos() as u64);
-                self.next_full_sync = now + self.cfg.ae_interval + Duration::from_nanos(jitter);
+                let members = self.membership.as_ref().map_or(1, |m| m.lan_size());
+                let period = crate::agent::ae_scale(self.cfg.ae_interval, members);
+                let jitter = self.ae_rng.below(period.as_nanos() as u64);
+                self.next_full_sync = now + period + Duration::from_nanos(jitter);
             } else {
                 // A sync is still on its way; compare once it has landed.
                 self.next_full_sync = now + Duration::from_secs(1);
@@ -398,15 +524,34 @@ impl Node {
         if self.syncing {
             return false;
         }
+        if !self.cfg.server && !self.knows_servers() {
+            // The change stands locally and reaches the catalog once a server is known.
+            let waiters = std::mem::take(&mut self.sync_waiters);
+            out.extend(waiters.into_iter().map(|id| Effect::Respond { id, resp: ApiResponse::empty() }));
+            return false;
+        }
+        if !self.cfg.server && full {
+            // A client compares against the catalog's current rows for its node.
+            self.fetch_view(out);
+            return true;
+        }
+        self.push_sync(now, full, out);
+        true
+    }
+
+    /// Sends what the catalog (or, on a client, its copy of its node's rows) lacks.
+    fn push_sync(&mut self, now: Time, full: bool, out: &mut Vec<Effect>) {
         let cmds = self.agent.sync(&self.state.catalog, full, now);
         let waiters = std::mem::take(&mut self.sync_waiters);
         if cmds.is_empty() {
             out.extend(waiters.into_iter().map(|id| Effect::Respond { id, resp: ApiResponse::empty() }));
-            return true;
+            return;
+        }
+        if !self.cfg.server {
+            self.note_sent(&cmds);
         }
         self.syncing = true;
         self.submit(Work::Commands(cmds), Some(Waiter::Synced(waiters)), out);
-        true
     }
 
     /// Asks for one wakeup at the earliest deadline, if it changed.
@@ -416,6 +561,7 @@ impl Node {
             self.agent.next_deadline(),
             self.parked.iter().map(|p| p.deadline).min(),
             Some(self.next_full_sync),
+            self.remote.next_deadline(),
             self.cluster.next_deadline(self.raft.leader().is_some(), self.says_hello()),
             self.membership.as_ref().map(|m| m.next_deadline()),
             self.membership.as_ref().filter(|_| self.is_leader()).map(|m| m.next_reconcile()),
@@ -494,6 +640,19 @@ impl Node {
     }
 
     fn request(&mut self, now: Time, id: ReqId, req: ApiRequest, out: &mut Vec<Effect>) {
+        if !self.cfg.server && req.needs_server() {
+            return self.call_request(id, None, req, out);
+        }
+        if let Some(dc) = self.foreign_datacenter(&req) {
+            let req = match req {
+                ApiRequest::InDatacenter { req, .. } => *req,
+                other => other,
+            };
+            return self.call_request(id, Some(dc), req, out);
+        }
+        if let ApiRequest::InDatacenter { req, .. } = req {
+            return self.request(now, id, *req, out);
+        }
         if let Some(q) = server::query_opts(&req) {
             if let ApiRequest::KvGet { key, read: crate::api::KvRead::Entry { .. }, .. } = &req {
                 if key.is_empty() {
@@ -595,6 +754,7 @@ impl Node {
                 for c in self.agent.remove_service(&sid) {
                     self.scheduler.remove(&c, out);
                 }
+                self.saved_dirty |= self.saved.remove_service(&sid);
                 self.respond_after_sync(id, now, out)
             }
             ApiRequest::AgentCheckRegister { def } => match self.register_check(&def, now, out) {
@@ -610,6 +770,7 @@ impl Node {
                     );
                 }
                 self.scheduler.remove(&cid, out);
+                self.saved_dirty |= self.saved.checks.remove(&cid).is_some();
                 self.respond_after_sync(id, now, out)
             }
             ApiRequest::AgentCheckTtl { id: cid, status, output } => {
@@ -668,7 +829,28 @@ impl Node {
             | ApiRequest::HealthChecks { .. }
             | ApiRequest::HealthService { .. }
             | ApiRequest::HealthState { .. } => unreachable!("reads are routed above"),
+            ApiRequest::InDatacenter { .. } => unreachable!("other datacenters are routed above"),
+            ApiRequest::AgentReload { services, checks } => match self.reload(services, checks, now, out) {
+                Ok(()) => self.respond_after_sync(id, now, out),
+                Err(e) => {
+                    self.respond(id, ApiResponse::error(500, format!("Failed reloading services: {e}")), out)
+                }
+            },
         }
+    }
+
+    /// The datacenter a request is for, when it is not this one: `?dc=`, a write body's
+    /// `Datacenter`, or a DNS name's datacenter label.
+    fn foreign_datacenter(&self, req: &ApiRequest) -> Option<String> {
+        let own = &self.cfg.node.datacenter;
+        let named = match req {
+            ApiRequest::InDatacenter { dc, .. } => Some(dc.clone()),
+            ApiRequest::CatalogRegister(def) => def.datacenter.clone(),
+            ApiRequest::CatalogDeregister(def) => def.datacenter.clone(),
+            ApiRequest::Dns(q) => dns::foreign_datacenter(q, &self.cfg.dns),
+            _ => None,
+        };
+        named.filter(|d| !d.is_empty() && !d.eq_ignore_ascii_case(own))
     }
 
     fn maintenance(
@@ -714,17 +896,10 @@ impl Node {
         let built = def.build_checks(&self.check_context())?;
         if replace {
             let keep: Vec<&str> = built.iter().map(|b| b.row.check_id.as_str()).collect();
-            let stale: Vec<String> = self
-                .agent
-                .checks()
-                .filter(|c| c.service_id == svc.id && !keep.contains(&c.check_id.as_str()))
-                .map(|c| c.check_id.clone())
-                .collect();
-            for c in stale {
-                self.agent.remove_check(&c);
-                self.scheduler.remove(&c, out);
-            }
+            self.drop_checks_of(&svc.id, &keep, out);
         }
+        self.saved.services.insert(svc.id.clone(), def.clone());
+        self.saved_dirty = true;
         self.agent.add_service(svc);
         for b in built {
             self.add_check(b, now, out);
@@ -739,6 +914,8 @@ impl Node {
             }
         }
         let built = def.build(&self.check_context()).map_err(|e| ApiError::new(400, e.to_string()))?;
+        self.saved.checks.insert(built.row.check_id.clone(), def.clone());
+        self.saved_dirty = true;
         self.add_check(built, now, out);
         Ok(())
     }
@@ -794,13 +971,30 @@ impl Node {
         }
     }
 
+    /// `agent/self`'s `Stats.raft` (servers only).
+    fn raft_stats(&self) -> BTreeMap<String, String> {
+        let raft = self.raft.debug_state();
+        [
+            ("applied_index", self.state.applied().0.to_string()),
+            ("commit_index", raft.commit.0.to_string()),
+            ("last_log_index", raft.last_index.0.to_string()),
+            ("last_log_term", raft.last_term.0.to_string()),
+            ("last_snapshot_index", raft.snapshot_index.0.to_string()),
+            ("num_peers", raft.voters.len().saturating_sub(1).to_string()),
+            ("state", format!("{:?}", raft.role)),
+            ("term", raft.term.0.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     fn agent_self(&self) -> AgentSelf {
         let c = &self.cfg;
         let s = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
             pairs.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect()
         };
         let leader = self.is_leader();
-        let raft = self.raft.debug_state();
         let mut stats = BTreeMap::new();
         stats.insert(
             "agent".into(),
@@ -820,30 +1014,26 @@ impl Node {
                 ("muster_version", c.muster_version.clone()),
             ]),
         );
-        stats.insert(
-            "consul".into(),
+        let consul = if c.server {
             s(&[
                 ("acl", "disabled".into()),
                 ("bootstrap", c.bootstrap.to_string()),
-                ("known_datacenters", "1".into()),
+                ("known_datacenters", self.datacenters().len().to_string()),
                 ("leader", leader.to_string()),
                 ("leader_addr", self.raft.leader().unwrap_or_default().to_string()),
-                ("server", c.server.to_string()),
-            ]),
-        );
-        stats.insert(
-            "raft".into(),
+                ("server", "true".into()),
+            ])
+        } else {
             s(&[
-                ("applied_index", self.state.applied().0.to_string()),
-                ("commit_index", raft.commit.0.to_string()),
-                ("last_log_index", raft.last_index.0.to_string()),
-                ("last_log_term", raft.last_term.0.to_string()),
-                ("last_snapshot_index", raft.snapshot_index.0.to_string()),
-                ("num_peers", raft.voters.len().saturating_sub(1).to_string()),
-                ("state", format!("{:?}", raft.role)),
-                ("term", raft.term.0.to_string()),
-            ]),
-        );
+                ("acl", "disabled".into()),
+                ("known_servers", self.known_servers().to_string()),
+                ("server", "false".into()),
+            ])
+        };
+        stats.insert("consul".into(), consul);
+        if c.server {
+            stats.insert("raft".into(), self.raft_stats());
+        }
         stats.insert("runtime".into(), c.host_stats.clone());
         for (name, pool) in [("serf_lan", Pool::Lan), ("serf_wan", Pool::Wan)] {
             if let Some(stats_of_pool) = self.pool_stats(pool) {
@@ -878,15 +1068,20 @@ impl Node {
 }
 
 fn validate_definitions(cfg: &Config) -> Result<Vec<Startup>, ConfigError> {
+    validate(cfg, &cfg.services, &cfg.checks)
+}
+
+/// Config-file definitions, built; local script checks are allowed in config files.
+fn validate(cfg: &Config, services: &[ServiceDef], checks: &[CheckDef]) -> Result<Vec<Startup>, ConfigError> {
     let scripts = cfg.enable_script_checks || cfg.enable_local_script_checks;
     let ctx =
         CheckContext { node: &cfg.node.name, scripts_allowed: scripts, output_max: cfg.check_output_max };
     let mut out = Vec::new();
-    for def in &cfg.services {
+    for def in services {
         let err = |err| ConfigError::Service { name: def.name.clone(), err };
         out.push((Some(def.to_node_service().map_err(err)?), def.build_checks(&ctx).map_err(err)?));
     }
-    for def in &cfg.checks {
+    for def in checks {
         let err = |err| ConfigError::Check { name: def.name.clone().unwrap_or_default(), err };
         out.push((None, vec![def.build(&ctx).map_err(err)?]));
     }

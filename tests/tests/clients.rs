@@ -1,0 +1,211 @@
+//! Three servers and three client agents, real processes on their own loopback addresses,
+//! as users deploy them: a service registered on a client reaches the catalog and DNS of
+//! every agent; its HTTP check failing takes it out of DNS and `?passing` everywhere and
+//! wakes a blocking read held on another client; kill -9 of a client turns its
+//! `serfHealth` critical and its services leave DNS; restarted on its data dir it comes back
+//! with its services; a catalog entry deleted behind its back is restored by anti-entropy;
+//! and kill -9 of the server a client uses leaves the client's next requests working.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use muster_tests::{free_port, wait_until, Agent};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A tiny HTTP endpoint whose health the test switches: 200 while healthy, 503 after.
+fn health_endpoint() -> (u16, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the health endpoint");
+    let port = listener.local_addr().expect("addr").port();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = conn.read(&mut buf);
+            let status = if flag.load(Ordering::SeqCst) { "200 OK" } else { "503 Service Unavailable" };
+            let _ = conn.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes());
+        }
+    });
+    (port, healthy)
+}
+
+struct Cluster {
+    servers: Vec<Agent>,
+    clients: Vec<Agent>,
+}
+
+impl Cluster {
+    fn start(dir: &std::path::Path) -> Cluster {
+        let serf = free_port().to_string();
+        let common = |i: usize, name: &str| -> Vec<String> {
+            let data = dir.join(name).to_str().expect("UTF-8 temp dir").to_string();
+            [
+                "-data-dir",
+                &data,
+                "-node",
+                name,
+                "-bind",
+                &format!("127.0.0.{}", 60 + i),
+                "-serf-lan-port",
+                &serf,
+                "-retry-join",
+                "127.0.0.60",
+                "-retry-interval",
+                "1s",
+                "-hcl",
+                "ae_interval = \"3s\"",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let mut servers: Vec<Agent> = (0..3)
+            .map(|i| {
+                let mut args = common(i, &format!("s{i}"));
+                args.extend(["-server", "-bootstrap-expect", "3"].map(String::from));
+                Agent::launch(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+        for s in &mut servers {
+            s.wait_ready();
+        }
+        let clients = (0..3)
+            .map(|i| {
+                Agent::start(&common(3 + i, &format!("c{i}")).iter().map(String::as_str).collect::<Vec<_>>())
+            })
+            .collect();
+        Cluster { servers, clients }
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Agent> {
+        self.servers.iter().chain(&self.clients)
+    }
+}
+
+fn srv_answers(a: &Agent, name: &str) -> usize {
+    a.dig(name, RecordType::SRV, None).answers().len()
+}
+
+fn passing(a: &Agent, service: &str) -> usize {
+    let r = a.get(&format!("/v1/health/service/{service}?passing"));
+    r.json().as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn services_on_client_agents_reach_every_agent_and_follow_their_health() {
+    let dir = muster_tests::bench::TempDir::new("clients");
+    let mut c = Cluster::start(&dir.0);
+    // Every agent sees six members; clients say they are clients.
+    wait_until("six alive members everywhere", PATIENCE, || {
+        c.all().all(|a| {
+            let v = a.get("/v1/agent/members").json();
+            v.as_array().is_some_and(|m| m.iter().filter(|x| x["Status"] == 1).count() == 6)
+        })
+    });
+    let me = c.clients[0].get("/v1/agent/self").json();
+    assert_eq!(me["Config"]["Server"], false);
+    assert_eq!(me["Stats"]["consul"]["server"], "false");
+    assert_eq!(me["Stats"]["consul"]["known_servers"], "3");
+    let members = c.clients[0].cli(&["members"]);
+    let text = String::from_utf8_lossy(&members.stdout).to_string();
+    assert_eq!(text.matches(" client ").count(), 3, "{text}");
+    assert_eq!(text.matches(" server ").count(), 3, "{text}");
+
+    // A service with an HTTP check, registered on client 0, as the README does with curl.
+    let (port, healthy) = health_endpoint();
+    let def = format!(
+        r#"{{"Name": "web", "Port": {port}, "Check": {{"HTTP": "http://127.0.0.1:{port}/", "Interval": "1s"}}}}"#
+    );
+    assert_eq!(c.clients[0].put("/v1/agent/service/register", def.as_bytes()).status, 200);
+    wait_until("web in DNS and ?passing on every agent", PATIENCE, || {
+        c.all().all(|a| srv_answers(a, "web.service.consul") == 1 && passing(a, "web") == 1)
+    });
+    // KV through a client, read back through another.
+    assert_eq!(c.clients[1].put("/v1/kv/via-client", b"yes").text(), "true");
+    assert_eq!(c.clients[2].get("/v1/kv/via-client?raw&consistent").text(), "yes");
+
+    // A blocking read held on client 1 wakes when the check fails.
+    let index = c.clients[1].get("/v1/health/service/web?passing").index();
+    let watcher = {
+        let url = c.clients[1].url(&format!("/v1/health/service/web?passing&index={index}&wait=60s"));
+        std::thread::spawn(move || {
+            let r = muster_tests::http("GET", &url, None).expect("blocking read");
+            (Instant::now(), r.json().as_array().map_or(99, Vec::len))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    healthy.store(false, Ordering::SeqCst);
+    let failed_at = Instant::now();
+    let mut critical_on_servers = None;
+    wait_until("web critical at the servers", PATIENCE, || {
+        let done = passing(&c.servers[0], "web") == 0;
+        if done {
+            critical_on_servers = Some(Instant::now());
+        }
+        done
+    });
+    let (woke_at, seen) = watcher.join().expect("watcher");
+    assert_eq!(seen, 0, "the woken read shows no passing instance");
+    let critical = critical_on_servers.expect("seen critical");
+    println!(
+        "check failed → critical at the servers {:?}; blocking read on another client woke {:?} after that",
+        critical - failed_at,
+        woke_at.saturating_duration_since(critical)
+    );
+    assert!(woke_at < critical + Duration::from_secs(1), "the blocking read woke within 1 s of the change");
+    wait_until("web gone from DNS and ?passing everywhere", PATIENCE, || {
+        c.all().all(|a| srv_answers(a, "web.service.consul") == 0 && passing(a, "web") == 0)
+    });
+    healthy.store(true, Ordering::SeqCst);
+
+    // Delete client 0's service behind its back: anti-entropy puts it back.
+    let gone = br#"{"Node": "c0", "ServiceID": "web"}"#;
+    assert_eq!(c.servers[1].put("/v1/catalog/deregister", gone).text(), "true");
+    assert_eq!(c.servers[1].get("/v1/catalog/service/web").json(), Value::Array(vec![]));
+    wait_until("anti-entropy restores web", PATIENCE, || {
+        c.servers[2].get("/v1/catalog/service/web").json().as_array().is_some_and(|a| a.len() == 1)
+    });
+
+    // A service on client 2 with no check of its own lives and dies with the client.
+    assert_eq!(c.clients[2].put("/v1/agent/service/register", br#"{"Name": "api", "Port": 81}"#).status, 200);
+    wait_until("api in DNS everywhere", PATIENCE, || {
+        c.all().all(|a| srv_answers(a, "api.service.consul") == 1)
+    });
+    c.clients[2].kill();
+    let up: Vec<&Agent> = c.servers.iter().chain(&c.clients[..2]).collect();
+    let took = wait_until("api gone from DNS on every live agent", PATIENCE, || {
+        up.iter().all(|a| srv_answers(a, "api.service.consul") == 0)
+    });
+    println!("kill -9 of a client → its service out of DNS everywhere: {took:?}");
+    let checks = c.servers[0].get("/v1/health/node/c2").json();
+    assert_eq!(checks[0]["CheckID"], "serfHealth");
+    assert_eq!(checks[0]["Status"], "critical");
+    // Restarted on its data dir, it comes back with its service without re-registering.
+    c.clients[2].restart();
+    wait_until("api back in DNS everywhere", PATIENCE, || {
+        c.all().all(|a| srv_answers(a, "api.service.consul") == 1)
+    });
+    let services = c.clients[2].get("/v1/agent/services").json();
+    assert!(services.get("api").is_some(), "restored from the data dir: {services}");
+
+    // Kill every server but one, one at a time: clients keep answering through the rest.
+    for dead in 0..2 {
+        c.servers[dead].kill();
+        for client in &c.clients {
+            let r = client.get("/v1/catalog/services?stale");
+            let ok = r.status == 200 || {
+                // A call to the server that just died may fail once; the next goes elsewhere.
+                client.get("/v1/catalog/services?stale").status == 200
+            };
+            assert!(ok, "a client answers with server {dead} dead: {} {}", r.status, r.text());
+        }
+    }
+}
