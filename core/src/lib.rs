@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod checks;
+pub mod coordinate;
 pub mod fsm;
 pub mod fuzzing;
 pub mod gossip;

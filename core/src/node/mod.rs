@@ -261,6 +261,11 @@ impl Node {
         &self.state
     }
 
+    /// The agent's local services and checks (read-only, for tests and checkers).
+    pub fn local(&self) -> &Agent {
+        &self.agent
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }

@@ -1,0 +1,1 @@
+//! Network coordinates (Vivaldi): placeholder, being written.
