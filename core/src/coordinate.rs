@@ -58,8 +58,9 @@ impl Default for CoordinateConfig {
     }
 }
 
-/// A point in latency space, in Consul's wire shape.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A point in latency space, in Consul's wire shape. Equality is bit for bit, so it is an
+/// equivalence (replicated tables that hold coordinates compare and digest alike).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Coordinate {
     pub vec: Vec<f64>,
@@ -67,6 +68,17 @@ pub struct Coordinate {
     pub adjustment: f64,
     pub height: f64,
 }
+
+impl PartialEq for Coordinate {
+    fn eq(&self, other: &Coordinate) -> bool {
+        let bits = |c: &Coordinate| {
+            c.vec.iter().chain([&c.error, &c.adjustment, &c.height]).map(|f| f.to_bits()).collect::<Vec<_>>()
+        };
+        bits(self) == bits(other)
+    }
+}
+
+impl Eq for Coordinate {}
 
 /// Why a coordinate or an RTT sample was refused.
 #[derive(Clone, Debug, Error, PartialEq)]
@@ -348,7 +360,11 @@ impl CoordinateClient {
 
 /// Sorts `items` nearest first by estimated RTT from `from`. Items without a coordinate, or
 /// with one that cannot be compared to `from`, go last; ties keep their order.
-pub fn sort_by_distance<T>(from: &Coordinate, items: &mut [T], coord_of: impl Fn(&T) -> Option<&Coordinate>) {
+pub fn sort_by_distance<'c, T>(
+    from: &Coordinate,
+    items: &mut [T],
+    coord_of: impl Fn(&T) -> Option<&'c Coordinate>,
+) {
     items.sort_by_cached_key(|item| match coord_of(item) {
         Some(c) if c.is_valid() && from.is_compatible_with(c) => (false, from.distance_to(c)),
         _ => (true, Duration::ZERO),
@@ -563,18 +579,19 @@ mod tests {
     #[test]
     fn sort_by_distance_puts_the_nearest_first_and_the_unknown_last() {
         let from = at(vec![0.0, 0.0]);
-        let mut items = vec![
-            ("none-1", None),
-            ("far", Some(at(vec![0.030, 0.0]))),
-            ("mismatched", Some(at(vec![0.0; 3]))),
-            ("near", Some(at(vec![0.0, 0.001]))),
-            ("mid-1", Some(at(vec![0.010, 0.0]))),
-            ("none-2", None),
-            ("mid-2", Some(at(vec![0.0, -0.010]))),
-            ("nan", Some(at(vec![f64::NAN, 0.0]))),
-        ];
-        sort_by_distance(&from, &mut items, |(_, c)| c.as_ref());
-        let names: Vec<&str> = items.iter().map(|(n, _)| *n).collect();
+        // As the catalog sorts rows: the coordinates live in a table apart from the rows.
+        let coords: BTreeMap<&str, Coordinate> = [
+            ("far", at(vec![0.030, 0.0])),
+            ("mismatched", at(vec![0.0; 3])),
+            ("near", at(vec![0.0, 0.001])),
+            ("mid-1", at(vec![0.010, 0.0])),
+            ("mid-2", at(vec![0.0, -0.010])),
+            ("nan", at(vec![f64::NAN, 0.0])),
+        ]
+        .into_iter()
+        .collect();
+        let mut names = vec!["none-1", "far", "mismatched", "near", "mid-1", "none-2", "mid-2", "nan"];
+        sort_by_distance(&from, &mut names, |n| coords.get(n));
         assert_eq!(names, ["near", "mid-1", "mid-2", "far", "none-1", "mismatched", "none-2", "nan"]);
     }
 }

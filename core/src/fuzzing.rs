@@ -507,6 +507,23 @@ impl Bytes<'_> {
         }
     }
 
+    /// Bytes a peer chooses: a coordinate whose components may be anything (NaN,
+    /// infinities, huge), or garbage.
+    fn coordinate_bytes(&mut self) -> Vec<u8> {
+        if self.bit() {
+            let n = usize::from(self.byte() % 16);
+            return self.take(n).to_vec();
+        }
+        let mut f = || f64::from_bits(u64::from_le_bytes(std::array::from_fn(|_| self.byte())));
+        let coord = crate::coordinate::Coordinate {
+            vec: (0..8).map(|_| f()).collect(),
+            error: f(),
+            adjustment: f(),
+            height: f(),
+        };
+        postcard::to_allocvec(&coord).expect("coordinates encode")
+    }
+
     fn gossip_name(&mut self) -> &'static str {
         GOSSIP_NAMES[usize::from(self.byte()) % GOSSIP_NAMES.len()]
     }
@@ -592,7 +609,7 @@ impl GossipScript {
                 reply_to: b.gossip_addr(),
                 nack: b.bit(),
             },
-            2 => Msg::Ack { seq: self.seq(b) },
+            2 => Msg::Ack { seq: self.seq(b), payload: b.coordinate_bytes() },
             3 => Msg::Nack { seq: self.seq(b) },
             4 => {
                 let member = GossipScript::some_identity(b);
@@ -882,7 +899,8 @@ mod tests {
         let name = "[a-c]{0,3}";
         let msg = prop_oneof![
             (any::<u32>(), name).prop_map(|(seq, t)| Msg::Ping { seq, target: t.into() }),
-            any::<u32>().prop_map(|seq| Msg::Ack { seq }),
+            (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..8))
+                .prop_map(|(seq, payload)| Msg::Ack { seq, payload }),
             (any::<u64>(), name, proptest::collection::vec(any::<u8>(), 0..4))
                 .prop_map(|(t, name, payload)| Msg::User { ltime: LamportTime(t), name, payload }),
         ];

@@ -19,6 +19,7 @@ pub enum Stream {
     Nonces = 8,
     Events = 9,
     Servers = 10,
+    Coordinates = 11,
 }
 
 /// A deterministic random source for one subsystem.
@@ -28,6 +29,14 @@ pub struct Rng(ChaCha8Rng);
 impl Rng {
     pub fn new(seed: [u8; 32], stream: Stream) -> Rng {
         let mut r = ChaCha8Rng::from_seed(seed);
+        r.set_stream(stream as u64);
+        Rng(r)
+    }
+
+    /// An independent stream of the same seed and position: draws from it never shift
+    /// this one's.
+    pub fn fork(&self, stream: Stream) -> Rng {
+        let mut r = self.0.clone();
         r.set_stream(stream as u64);
         Rng(r)
     }

@@ -200,6 +200,8 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         default_query_time: cfg.default_query_time,
         max_query_time: cfg.max_query_time,
         ae_interval: cfg.ae_interval,
+        coordinate_sync_min: cfg.sync_coordinate_interval_min,
+        coordinate_rate_target: cfg.sync_coordinate_rate_target,
         unix_secs_at_zero,
         muster_version: muster_version.to_string(),
         debug_config,

@@ -208,6 +208,10 @@ pub struct AgentConfig {
     /// The full anti-entropy period before scaling with cluster size (Consul's hidden
     /// `ae_interval`, 1 minute; tests shorten it).
     pub ae_interval: Duration,
+    /// How often an agent sends its network coordinate at least (15 s), and how many
+    /// updates a second the servers should see from the whole datacenter (64).
+    pub sync_coordinate_interval_min: Duration,
+    pub sync_coordinate_rate_target: f64,
     pub log_level: String,
     pub log_json: bool,
     pub pid_file: Option<PathBuf>,
@@ -679,8 +683,8 @@ const TOP: &[Key] = &[
     ignored("snapshot_agent", Kind::Any),
     renamed("start_join", LIST, "retry_join"),
     renamed("start_join_wan", LIST, "retry_join_wan"),
-    ignored("sync_coordinate_interval_min", DUR),
-    ignored("sync_coordinate_rate_target", Kind::Float),
+    used("sync_coordinate_interval_min", DUR),
+    used("sync_coordinate_rate_target", Kind::Float),
     ignored("syslog_facility", STR),
     ignored("tagged_addresses", Kind::StrMap),
     block("telemetry", TELEMETRY),
@@ -1416,6 +1420,10 @@ impl Tree {
         u32::try_from(self.int(path, i64::from(default))).unwrap_or(default)
     }
 
+    fn float(&self, path: &str, default: f64) -> f64 {
+        self.get(path).and_then(Value::as_f64).filter(|f| f.is_finite() && *f > 0.0).unwrap_or(default)
+    }
+
     fn u64(&self, path: &str, default: u64) -> u64 {
         self.get(path).and_then(Value::as_u64).unwrap_or(default)
     }
@@ -1618,6 +1626,8 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         check_output_max_size: usize::try_from(t.int("check_output_max_size", 4096)).unwrap_or(4096),
         check_update_interval: t.duration("check_update_interval", secs(300)),
         ae_interval: t.duration("ae_interval", secs(60)),
+        sync_coordinate_interval_min: t.duration("sync_coordinate_interval_min", secs(15)),
+        sync_coordinate_rate_target: t.float("sync_coordinate_rate_target", 64.0),
         log_level: t.string_or("log_level", "INFO"),
         log_json: t.bool("log_json", false),
         pid_file: t.string("pid_file").map(PathBuf::from),

@@ -18,7 +18,9 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use muster_core::api::shapes::Reply;
-use muster_core::api::{ApiError, ApiRequest, ApiResponse, Body, Consistency, KeyringOp, KvRead, QueryOpts};
+use muster_core::api::{
+    ApiError, ApiRequest, ApiResponse, Body, Consistency, EmptyShape, KeyringOp, KvRead, QueryOpts,
+};
 use muster_core::fsm::catalog::Health;
 use muster_core::fsm::kv::KvSetMode;
 use muster_core::ids::Index;
@@ -104,6 +106,8 @@ struct Post {
     node_meta: Vec<(String, String)>,
     /// `/v1/catalog/services` with a filter: filter instances, then fold into name → tags.
     fold_services: bool,
+    /// `/v1/catalog/node/<n>`: the filter applies to the node's `Services` map.
+    filter_node_services: bool,
     pretty: bool,
 }
 
@@ -193,7 +197,15 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/health/checks/", &[Method::GET]),
     ("/v1/health/service/", &[Method::GET]),
     ("/v1/health/state/", &[Method::GET]),
+    ("/v1/catalog/connect/", &[Method::GET]),
+    ("/v1/catalog/gateway-services/", &[Method::GET]),
+    ("/v1/health/connect/", &[Method::GET]),
+    ("/v1/health/ingress/", &[Method::GET]),
     ("/v1/agent/self", &[Method::GET]),
+    ("/v1/coordinate/datacenters", &[Method::GET]),
+    ("/v1/coordinate/nodes", &[Method::GET]),
+    ("/v1/coordinate/node/", &[Method::GET]),
+    ("/v1/coordinate/update", &[Method::PUT]),
     ("/v1/agent/reload", &[Method::PUT]),
     ("/v1/agent/members", &[Method::GET]),
     ("/v1/agent/join/", &[Method::PUT, Method::POST]),
@@ -393,8 +405,24 @@ fn build(
             })
             .collect();
     }
+    // No peerings exist: any list of a peer's nodes, services or checks is empty.
+    if reads_catalog && q.get("peer").is_some_and(|p| !p.is_empty()) {
+        let shape = match pattern {
+            "/v1/catalog/services" => EmptyShape::Object,
+            "/v1/catalog/node/" => EmptyShape::Null,
+            _ => EmptyShape::List,
+        };
+        return Ok(ApiRequest::Empty { q: query_opts(q)?, shape });
+    }
     Ok(match pattern {
         "/v1/kv/" => return kv(method, param, q, body),
+        "/v1/catalog/connect/"
+        | "/v1/catalog/gateway-services/"
+        | "/v1/health/connect/"
+        | "/v1/health/ingress/" => {
+            require(param, "service name")?;
+            ApiRequest::Empty { q: query_opts(q)?, shape: EmptyShape::List }
+        }
         "/v1/catalog/register" => {
             ApiRequest::CatalogRegister(Box::new(decoded(decode::catalog_register(&json_body(&body)?))?))
         }
@@ -402,7 +430,7 @@ fn build(
             ApiRequest::CatalogDeregister(decoded(decode::catalog_deregister(&json_body(&body)?))?)
         }
         "/v1/catalog/datacenters" => ApiRequest::CatalogDatacenters,
-        "/v1/catalog/nodes" => ApiRequest::CatalogNodes { q: query_opts(q)? },
+        "/v1/catalog/nodes" => ApiRequest::CatalogNodes { q: query_opts(q)?, near: near(q) },
         "/v1/catalog/services" if post.filter.is_some() || !post.node_meta.is_empty() => {
             post.fold_services = true;
             ApiRequest::CatalogAllInstances { q: query_opts(q)? }
@@ -412,8 +440,10 @@ fn build(
             name: require(param, "service name")?,
             tags: q.all("tag"),
             q: query_opts(q)?,
+            near: near(q),
         },
         "/v1/catalog/node/" => {
+            post.filter_node_services = true;
             ApiRequest::CatalogNode { name: require(param, "node name")?, q: query_opts(q)? }
         }
         "/v1/health/node/" => {
@@ -433,6 +463,7 @@ fn build(
                 tags: q.all("tag"),
                 passing,
                 q: query_opts(q)?,
+                near: near(q),
             }
         }
         "/v1/health/state/" => {
@@ -443,6 +474,16 @@ fn build(
             ApiRequest::HealthState { state, q: query_opts(q)? }
         }
         "/v1/agent/self" => ApiRequest::AgentSelf,
+        "/v1/coordinate/datacenters" => ApiRequest::CoordinateDatacenters,
+        "/v1/coordinate/nodes" => ApiRequest::CoordinateNodes { q: query_opts(q)? },
+        "/v1/coordinate/node/" => {
+            ApiRequest::CoordinateNode { name: require(param, "node name")?, q: query_opts(q)? }
+        }
+        "/v1/coordinate/update" => {
+            let entry = serde_json::from_value(json_body(&body)?)
+                .map_err(|e| err(400, format!("Request decode failed: {e}")))?;
+            ApiRequest::CoordinateUpdate(Box::new(entry))
+        }
         "/v1/agent/reload" => match &opts.reload {
             Some(reload) => reload().map_err(|e| err(500, format!("Failed reloading config: {e}")))?,
             None => return Err(err(500, "this agent has no configuration to reload")),
@@ -560,6 +601,11 @@ fn build(
         }
         other => return Err(err(404, format!("Invalid URL path: {other} is not routed"))),
     })
+}
+
+/// `?near=<node>` (or `_agent`); empty means no sorting.
+fn near(q: &Query) -> Option<String> {
+    q.get("near").filter(|n| !n.is_empty()).map(str::to_string)
 }
 
 /// A flag parameter: present with an empty or true value (`?wan`, `?wan=1`, `?prune`).
@@ -700,6 +746,11 @@ fn present(mut value: Value, maps: bool, post: &Post) -> Value {
     match &mut value {
         Value::Array(items) => items.retain(keep),
         Value::Object(map) if maps => map.retain(|_, v| keep(v)),
+        Value::Object(map) if post.filter_node_services && post.filter.is_some() => {
+            if let Some(Value::Object(services)) = map.get_mut("Services") {
+                services.retain(|_, v| post.filter.as_ref().is_none_or(|f| f.matches(v)));
+            }
+        }
         _ => {}
     }
     if post.fold_services {

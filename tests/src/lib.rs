@@ -33,6 +33,23 @@ pub fn muster_bin() -> &'static Path {
     })
 }
 
+/// A tiny HTTP server on 127.0.0.1 that answers every request with the status in `code`
+/// (a health check's target whose health a test switches); returns its port.
+pub fn health_endpoint(code: std::sync::Arc<std::sync::atomic::AtomicU16>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind the health endpoint");
+    let port = l.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut buf);
+            let c = code.load(std::sync::atomic::Ordering::SeqCst);
+            let _ = write!(s, "HTTP/1.1 {c} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    port
+}
+
 /// Polls `ok` until it holds, panicking with `what` after `timeout`; returns how long it took.
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();

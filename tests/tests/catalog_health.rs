@@ -1,7 +1,6 @@
 //! Service registration, health checks of every kind, the catalog, health and DNS views,
 //! against a real dev agent.
 
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
@@ -9,23 +8,8 @@ use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use muster_tests::Agent;
+use muster_tests::{health_endpoint, Agent};
 use serde_json::json;
-
-/// A tiny HTTP server on 127.0.0.1 that answers every request with the status in `code`.
-fn health_endpoint(code: Arc<AtomicU16>) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let mut buf = [0u8; 2048];
-            let _ = s.read(&mut buf);
-            let c = code.load(Ordering::SeqCst);
-            let _ = write!(s, "HTTP/1.1 {c} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-        }
-    });
-    port
-}
 
 fn srv_targets(a: &Agent, name: &str) -> Vec<(u16, String)> {
     let m = a.dig(name, RecordType::SRV, None);
@@ -282,4 +266,34 @@ fn seed_demo_registration_flow_as_curl_sends_it() {
     assert_eq!(srv_targets(&a, "redis.service.consul"), [(8000, "7f000001.addr.dc1.consul.".to_string())]);
     assert_eq!(a.get("/v1/agent/service/deregister/redis1").status, 200);
     assert_eq!(a.get("/v1/agent/services").json(), json!({}));
+}
+
+#[test]
+fn mesh_reads_and_peer_reads_are_empty_lists_and_node_filters_apply_to_services() {
+    let a = Agent::dev(&[]);
+    for (name, port) in [("web", 80), ("db", 5432)] {
+        let def = json!({"Name": name, "Port": port});
+        assert_eq!(a.put("/v1/agent/service/register", def.to_string().as_bytes()).status, 200);
+    }
+    for path in [
+        "/v1/catalog/connect/web",
+        "/v1/health/connect/web?passing",
+        "/v1/health/ingress/web",
+        "/v1/catalog/gateway-services/gw",
+        "/v1/health/service/web?peer=elsewhere",
+        "/v1/catalog/service/web?peer=elsewhere&merge-central-config",
+    ] {
+        let r = a.get(path);
+        assert_eq!((r.status, r.json()), (200, json!([])), "{path}");
+        assert!(r.index() > 0, "{path} carries X-Consul-Index");
+    }
+    assert_eq!(a.get("/v1/catalog/services?peer=elsewhere").json(), json!({}));
+    assert_eq!(a.get("/v1/catalog/node/test-node?peer=elsewhere").json(), json!(null));
+    let merged = a.get("/v1/health/service/web?merge-central-config");
+    assert_eq!(merged.json().as_array().map(Vec::len), Some(1), "merge-central-config is accepted");
+    // A node's filter keeps the node and filters its services.
+    let node = a.get("/v1/catalog/node/test-node?filter=Port%20%3D%3D%205432").json();
+    assert_eq!(node["Node"]["Node"], "test-node");
+    let services: Vec<&String> = node["Services"].as_object().unwrap().keys().collect();
+    assert_eq!(services, ["db"], "{node}");
 }

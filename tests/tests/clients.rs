@@ -6,36 +6,15 @@
 //! with its services; a catalog entry deleted behind its back is restored by anti-entropy;
 //! and kill -9 of the server a client uses leaves the client's next requests working.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
-use muster_tests::{free_port, wait_until, Agent};
+use muster_tests::{free_port, health_endpoint, wait_until, Agent};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A tiny HTTP endpoint whose health the test switches: 200 while healthy, 503 after.
-fn health_endpoint() -> (u16, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the health endpoint");
-    let port = listener.local_addr().expect("addr").port();
-    let healthy = Arc::new(AtomicBool::new(true));
-    let flag = healthy.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut buf = [0u8; 1024];
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = conn.read(&mut buf);
-            let status = if flag.load(Ordering::SeqCst) { "200 OK" } else { "503 Service Unavailable" };
-            let _ = conn.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n").as_bytes());
-        }
-    });
-    (port, healthy)
-}
 
 struct Cluster {
     servers: Vec<Agent>,
@@ -62,6 +41,8 @@ impl Cluster {
                 "1s",
                 "-hcl",
                 "ae_interval = \"3s\"",
+                "-hcl",
+                "sync_coordinate_interval_min = \"1s\"",
             ]
             .iter()
             .map(|s| s.to_string())
@@ -110,6 +91,22 @@ fn services_on_client_agents_reach_every_agent_and_follow_their_health() {
             v.as_array().is_some_and(|m| m.iter().filter(|x| x["Status"] == 1).count() == 6)
         })
     });
+    // Every agent's coordinate reaches the catalog; ?near=_agent puts the asking node first.
+    wait_until("six coordinates in the catalog", PATIENCE, || {
+        c.clients[1].get("/v1/coordinate/nodes").json().as_array().is_some_and(|a| a.len() == 6)
+    });
+    let one = c.clients[1].get("/v1/coordinate/node/c1");
+    assert_eq!(one.json()[0]["Node"], "c1");
+    assert!(one.index() > 0);
+    assert_eq!(c.clients[1].get("/v1/coordinate/node/nobody").status, 404);
+    let nodes = c.clients[1].get("/v1/catalog/nodes?near=_agent").json();
+    assert_eq!(nodes[0]["Node"], "c1", "the agent itself is nearest: {nodes}");
+    // WAN coordinates come from WAN probes (one every 5 s per server).
+    wait_until("three servers' WAN coordinates", PATIENCE, || {
+        let dcs = c.clients[0].get("/v1/coordinate/datacenters").json();
+        assert_eq!((&dcs[0]["Datacenter"], &dcs[0]["AreaID"]), (&"dc1".into(), &"WAN".into()), "{dcs}");
+        dcs[0]["Coordinates"].as_array().map(Vec::len) == Some(3)
+    });
     let me = c.clients[0].get("/v1/agent/self").json();
     assert_eq!(me["Config"]["Server"], false);
     assert_eq!(me["Stats"]["consul"]["server"], "false");
@@ -120,7 +117,8 @@ fn services_on_client_agents_reach_every_agent_and_follow_their_health() {
     assert_eq!(text.matches(" server ").count(), 3, "{text}");
 
     // A service with an HTTP check, registered on client 0, as the README does with curl.
-    let (port, healthy) = health_endpoint();
+    let code = Arc::new(AtomicU16::new(200));
+    let port = health_endpoint(code.clone());
     let def = format!(
         r#"{{"Name": "web", "Port": {port}, "Check": {{"HTTP": "http://127.0.0.1:{port}/", "Interval": "1s"}}}}"#
     );
@@ -142,7 +140,7 @@ fn services_on_client_agents_reach_every_agent_and_follow_their_health() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    healthy.store(false, Ordering::SeqCst);
+    code.store(503, Ordering::SeqCst);
     let failed_at = Instant::now();
     let mut critical_on_servers = None;
     wait_until("web critical at the servers", PATIENCE, || {
@@ -164,7 +162,7 @@ fn services_on_client_agents_reach_every_agent_and_follow_their_health() {
     wait_until("web gone from DNS and ?passing everywhere", PATIENCE, || {
         c.all().all(|a| srv_answers(a, "web.service.consul") == 0 && passing(a, "web") == 0)
     });
-    healthy.store(true, Ordering::SeqCst);
+    code.store(200, Ordering::SeqCst);
 
     // Delete client 0's service behind its back: anti-entropy puts it back.
     let gone = br#"{"Node": "c0", "ServiceID": "web"}"#;

@@ -56,6 +56,14 @@ pub enum KeyringOp {
     Remove(String),
 }
 
+/// How an empty answer looks: `[]`, `{}` (`catalog/services`) or `null` (`catalog/node`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum EmptyShape {
+    List,
+    Object,
+    Null,
+}
+
 /// The forms of a KV read.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KvRead {
@@ -87,6 +95,8 @@ pub enum ApiRequest {
     CatalogDatacenters,
     CatalogNodes {
         q: QueryOpts,
+        /// `?near=`: sort by estimated round trip from this node (`_agent`: the agent's own).
+        near: Option<String>,
     },
     CatalogServices {
         q: QueryOpts,
@@ -100,6 +110,7 @@ pub enum ApiRequest {
         name: String,
         tags: Vec<String>,
         q: QueryOpts,
+        near: Option<String>,
     },
     CatalogNode {
         name: String,
@@ -118,6 +129,7 @@ pub enum ApiRequest {
         tags: Vec<String>,
         passing: bool,
         q: QueryOpts,
+        near: Option<String>,
     },
     HealthState {
         state: String,
@@ -197,6 +209,26 @@ pub enum ApiRequest {
         id: Option<String>,
     },
     Dns(DnsQuestion),
+    /// A read whose answer is known to be empty, with the catalog's index: the mesh
+    /// family (`catalog/connect`, `health/connect`, `health/ingress`,
+    /// `catalog/gateway-services`) while no mesh exists, and catalog and health reads of a
+    /// cluster peer (`?peer=`; no peerings exist).
+    Empty {
+        q: QueryOpts,
+        shape: EmptyShape,
+    },
+    /// `/v1/coordinate/nodes`: every node's LAN coordinate.
+    CoordinateNodes {
+        q: QueryOpts,
+    },
+    CoordinateNode {
+        name: String,
+        q: QueryOpts,
+    },
+    /// `/v1/coordinate/datacenters`: the servers' WAN coordinates, from the WAN pool.
+    CoordinateDatacenters,
+    /// `PUT /v1/coordinate/update`.
+    CoordinateUpdate(Box<crate::fsm::coordinates::CoordinateEntry>),
     /// `?dc=` naming another datacenter (or a write body's `Datacenter`): answered there,
     /// by one of its servers found in the WAN pool.
     InDatacenter {
@@ -238,6 +270,11 @@ impl ApiRequest {
             | OperatorRaftConfiguration
             | OperatorRaftRemovePeer { .. }
             | Dns(_)
+            | Empty { .. }
+            | CoordinateNodes { .. }
+            | CoordinateNode { .. }
+            | CoordinateDatacenters
+            | CoordinateUpdate(_)
             | InDatacenter { .. } => true,
             AgentSelf
             | AgentMembers { .. }
@@ -269,7 +306,8 @@ impl ApiRequest {
             | ApiRequest::KvDelete { .. }
             | ApiRequest::CatalogRegister(_)
             | ApiRequest::CatalogDeregister(_)
-            | ApiRequest::OperatorRaftRemovePeer { .. } => true,
+            | ApiRequest::OperatorRaftRemovePeer { .. }
+            | ApiRequest::CoordinateUpdate(_) => true,
             ApiRequest::InDatacenter { req, .. } => req.is_write(),
             _ => false,
         }

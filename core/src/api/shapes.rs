@@ -9,7 +9,9 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+use crate::coordinate::Coordinate;
 use crate::fsm::catalog::{HealthCheck, Node, NodeService, ServiceAddress, Weights};
+use crate::fsm::coordinates::CoordinateEntry;
 use crate::fsm::kv::KvEntry;
 
 /// Everything a JSON response can carry.
@@ -35,6 +37,8 @@ pub enum Reply {
     Keyring(Vec<KeyringPool>),
     AgentSelf(Box<AgentSelf>),
     RaftConfiguration(RaftConfiguration),
+    Coordinates(Vec<CoordinateEntry>),
+    DatacenterCoordinates(Vec<DatacenterCoordinates>),
 }
 
 /// `GET /v1/operator/raft/configuration`.
@@ -266,7 +270,7 @@ pub struct AgentSelf {
     #[serde(rename = "DebugConfig")]
     pub debug_config: BTreeMap<String, String>,
     #[serde(rename = "Coord")]
-    pub coord: Coord,
+    pub coord: Coordinate,
     #[serde(rename = "Member")]
     pub member: Member,
     #[serde(rename = "Stats")]
@@ -294,20 +298,14 @@ pub struct AgentSelfConfig {
     pub build_date: String,
 }
 
-/// A network coordinate; a lone agent sits at the origin.
+/// `GET /v1/coordinate/datacenters`: the WAN coordinates of one datacenter's servers.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Coord {
-    pub vec: [f64; 8],
-    pub error: f64,
-    pub adjustment: f64,
-    pub height: f64,
-}
-
-impl Default for Coord {
-    fn default() -> Self {
-        Coord { vec: [0.0; 8], error: 1.5, adjustment: 0.0, height: 1e-5 }
-    }
+pub struct DatacenterCoordinates {
+    pub datacenter: String,
+    #[serde(rename = "AreaID")]
+    pub area_id: String,
+    pub coordinates: Vec<CoordinateEntry>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

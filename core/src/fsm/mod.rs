@@ -6,12 +6,14 @@
 //! proposer. Never answers API requests (that is `server`), only says what an apply did.
 
 pub mod catalog;
+pub mod coordinates;
 pub mod kv;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::Index;
 use catalog::{Catalog, CatalogError, Deregistration, Registration};
+use coordinates::{CoordinateEntry, Coordinates};
 use kv::{KvError, KvSetMode, KvTable};
 
 /// One entry of the replicated log.
@@ -32,6 +34,8 @@ pub enum Command {
     },
     Register(Box<Registration>),
     Deregister(Deregistration),
+    /// Agents' network coordinates (for nodes the catalog holds).
+    Coordinates(Vec<CoordinateEntry>),
     /// A Raft membership: who votes and who only replicates. Raft acts on it when it is
     /// appended; the tables ignore it.
     Config {
@@ -66,6 +70,7 @@ pub enum Touched {
         prefix: bool,
     },
     Catalog,
+    Coordinates,
 }
 
 /// All replicated tables.
@@ -73,6 +78,7 @@ pub enum Touched {
 pub struct State {
     pub kv: KvTable,
     pub catalog: Catalog,
+    pub coordinates: Coordinates,
     applied: Index,
 }
 
@@ -103,7 +109,14 @@ impl State {
             }
             Command::Deregister(d) => {
                 self.catalog.deregister(index, d);
+                if d.service_id.is_none() && d.check_id.is_none() {
+                    self.coordinates.remove_node(index, &d.node);
+                }
                 (Outcome::Bool(true), Touched::Catalog)
+            }
+            Command::Coordinates(entries) => {
+                let stored = self.coordinates.update(index, entries, &self.catalog);
+                (Outcome::Bool(stored > 0), Touched::Coordinates)
             }
             Command::Config { .. } => (Outcome::Bool(true), Touched::Nothing),
         };

@@ -24,7 +24,7 @@ pub struct Identity {
 /// One datagram message. A packet carries several (a probe plus piggybacked news).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
-    /// "Are you `target`?" Answered with `Ack { seq }` to the packet's source.
+    /// "Are you `target`?" Answered with `Ack` to the packet's source.
     Ping {
         seq: u32,
         target: Arc<str>,
@@ -37,8 +37,11 @@ pub enum Msg {
         reply_to: Arc<str>,
         nack: bool,
     },
+    /// `payload`: the responder's network coordinate (postcard), which the prober
+    /// updates its own with; empty when a relay passes an indirect probe's ack on.
     Ack {
         seq: u32,
+        payload: Vec<u8>,
     },
     /// The relay is alive but heard nothing from the target: the requester's own link is
     /// fine, which Lifeguard counts in its favour.

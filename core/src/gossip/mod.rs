@@ -7,6 +7,7 @@
 //! inputs and leave as effects; `wire` has their byte form.
 
 mod broadcast;
+mod coords;
 pub mod keyring;
 pub mod lifeguard;
 pub mod message;
@@ -269,6 +270,7 @@ pub enum GossipError {
 struct Probe {
     seq: u32,
     target: Arc<str>,
+    sent_at: Time,
     indirect_at: Time,
     end_at: Time,
     indirect_sent: bool,
@@ -322,6 +324,10 @@ pub struct Gossip {
     leave_at: Option<Time>,
     started: bool,
     rng: Rng,
+    /// This member's network coordinate in this pool, and the last one each member sent.
+    coords: crate::coordinate::CoordinateClient,
+    coord_cache: BTreeMap<Arc<str>, crate::coordinate::Coordinate>,
+    coord_rng: Rng,
 }
 
 impl Gossip {
@@ -364,6 +370,9 @@ impl Gossip {
             joins: BTreeMap::new(),
             leave_at: None,
             started: false,
+            coords: crate::coordinate::CoordinateClient::new(Default::default()),
+            coord_cache: BTreeMap::new(),
+            coord_rng: rng.fork(crate::rng::Stream::Coordinates),
             rng,
         }
     }

@@ -36,7 +36,8 @@ impl Gossip {
         match msg {
             Msg::Ping { seq, target } => {
                 if target == self.me.name {
-                    self.send(from.clone(), vec![Msg::Ack { seq }], out);
+                    let payload = self.coordinate_payload();
+                    self.send(from.clone(), vec![Msg::Ack { seq, payload }], out);
                 }
             }
             Msg::IndirectPing { seq, target, addr, reply_to, nack } => {
@@ -48,12 +49,15 @@ impl Gossip {
                 self.relays.insert(mine, Relay { reply_to, seq, deadline, nack });
                 self.send(addr, vec![Msg::Ping { seq: mine, target }], out);
             }
-            Msg::Ack { seq } => {
-                if self.probe.as_ref().is_some_and(|p| p.seq == seq) {
-                    self.probe = None;
+            Msg::Ack { seq, payload } => {
+                if let Some(p) = self.probe.take_if(|p| p.seq == seq) {
                     self.awareness.apply(-1);
+                    // Only a direct probe measures this member's own round trip.
+                    if !p.indirect_sent {
+                        self.observe_rtt(&p.target, &payload, now.since(p.sent_at));
+                    }
                 } else if let Some(r) = self.relays.remove(&seq) {
-                    self.send(r.reply_to, vec![Msg::Ack { seq: r.seq }], out);
+                    self.send(r.reply_to, vec![Msg::Ack { seq: r.seq, payload: vec![] }], out);
                 }
             }
             Msg::Nack { seq } => {
@@ -136,6 +140,7 @@ impl Gossip {
         self.probe = Some(Probe {
             seq,
             target,
+            sent_at: now,
             indirect_at: now + self.awareness.scale(self.cfg.probe_timeout),
             end_at: now + self.awareness.scale(self.cfg.probe_interval),
             indirect_sent: false,
@@ -441,6 +446,7 @@ impl Gossip {
     pub(super) fn forget(&mut self, name: &Arc<str>, out: &mut Vec<GossipEffect>) {
         if let Some(m) = self.members.remove(name) {
             self.suspicions.remove(name);
+            self.forget_coordinate(name);
             self.order.retain(|n| n != name);
             self.cursor = self.cursor.min(self.order.len());
             out.push(GossipEffect::Member { change: Change::Reaped, member: m.id });

@@ -361,7 +361,9 @@ fn a_stale_suspicion_gets_the_refutation_again_on_the_ack() {
         )
         .unwrap();
     let ack = out.iter().find_map(|e| match e {
-        GossipEffect::SendPacket { packet, .. } if packet.msgs.contains(&Msg::Ack { seq: 77 }) => {
+        GossipEffect::SendPacket { packet, .. }
+            if packet.msgs.iter().any(|m| matches!(m, Msg::Ack { seq: 77, .. })) =>
+        {
             Some(packet)
         }
         _ => None,
@@ -415,7 +417,7 @@ fn arb_msg() -> impl Strategy<Value = Msg> {
         }),
         (any::<bool>(), node.clone(), 0u64..8, any::<bool>())
             .prop_map(|(leave, node, t, prune)| Msg::Intent { leave, node, ltime: LamportTime(t), prune }),
-        (0u32..4).prop_map(|seq| Msg::Ack { seq }),
+        (0u32..4).prop_map(|seq| Msg::Ack { seq, payload: vec![] }),
         (0u32..4, node).prop_map(|(seq, target)| Msg::Ping { seq, target }),
     ]
 }
@@ -457,7 +459,7 @@ proptest! {
 fn encryption_refuses_strangers_without_crashing() {
     use keyring::{GossipKey, Keyring};
     let key = |b: u8| Keyring::new(GossipKey::from_bytes(&[b; 32]).unwrap());
-    let frame = wire::Frame::Packet(Packet { msgs: vec![Msg::Ack { seq: 1 }] });
+    let frame = wire::Frame::Packet(Packet { msgs: vec![Msg::Ack { seq: 1, payload: vec![1, 2, 3] }] });
     let ours = wire::Codec::encrypted(key(1));
     let sealed = ours.encode(&frame, [7; 12]);
     assert_eq!(ours.decode(&sealed).unwrap(), frame);
@@ -544,4 +546,21 @@ fn a_query_reaches_every_member_and_collects_each_answer_once() {
         answers[0].iter().map(|(n, p)| (n.to_string(), String::from_utf8(p.clone()).unwrap())).collect();
     let want: Vec<(String, String)> = (0..5).map(|i| (format!("n{i}"), format!("n{i}"))).collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn probes_carry_coordinates_that_converge_on_the_measured_round_trip() {
+    let mut net = Net::new(6, lan());
+    net.join_all();
+    let origin = net.nodes[0].coordinate().clone();
+    net.run_for(Duration::from_secs(120));
+    // Every packet takes 1 ms, so a direct probe's round trip is 2 ms.
+    for (a, b) in [(0, 3), (2, 5), (4, 1)] {
+        let theirs = net.nodes[a].member_coordinate(&format!("n{b}")).expect("a coordinate from probes");
+        let estimate = net.nodes[a].coordinate().distance_to(theirs);
+        let ms = estimate.as_secs_f64() * 1e3;
+        assert!((1.5..2.5).contains(&ms), "n{a} → n{b}: estimated {ms:.3} ms for a 2 ms round trip");
+    }
+    assert_ne!(net.nodes[0].coordinate(), &origin, "the coordinate moved from the origin");
+    assert_eq!(net.nodes[0].member_coordinate("n0"), Some(net.nodes[0].coordinate()));
 }

@@ -299,7 +299,7 @@ fn web_service() -> ApiRequest {
 fn health_web(min_index: u64) -> ApiRequest {
     let q =
         QueryOpts { min_index: Index(min_index), wait: Some(Duration::from_secs(30)), ..Default::default() };
-    ApiRequest::HealthService { service: "web".into(), tags: vec![], passing: true, q }
+    ApiRequest::HealthService { service: "web".into(), tags: vec![], passing: true, q, near: None }
 }
 
 fn instances(r: &ApiResponse) -> usize {

@@ -221,6 +221,14 @@ impl Membership {
             .collect()
     }
 
+    /// One pool's gossip, read-only.
+    pub(super) fn gossip(&self, pool: Pool) -> Option<&Gossip> {
+        match pool {
+            Pool::Lan => Some(&self.lan),
+            Pool::Wan => self.wan.as_ref(),
+        }
+    }
+
     /// How many members the LAN pool holds that are not down.
     pub(super) fn lan_size(&self) -> usize {
         self.lan.members().filter(|x| !x.down()).count()
@@ -503,22 +511,6 @@ impl Node {
     pub fn lan_members(&self) -> Vec<(String, MemberStatus)> {
         let Some(m) = self.membership.as_ref() else { return vec![] };
         m.lan.members().map(|x| (x.id.name.to_string(), x.status())).collect()
-    }
-
-    /// Datacenters known from the WAN pool, this one first (no network coordinates yet to
-    /// sort the others by distance, so by name).
-    pub(super) fn datacenters(&self) -> Vec<String> {
-        let own = self.cfg.node.datacenter.clone();
-        let mut others: Vec<String> = self
-            .membership
-            .as_ref()
-            .and_then(|m| m.wan.as_ref())
-            .map(|w| w.members().filter(|x| !x.down()).filter_map(|x| x.id.tags.get("dc").cloned()).collect())
-            .unwrap_or_default();
-        others.retain(|dc| *dc != own);
-        others.sort();
-        others.dedup();
-        std::iter::once(own).chain(others).collect()
     }
 
     /// A pool's `Stats` section of `/v1/agent/self` (serf's names, plus `dropped`: packets

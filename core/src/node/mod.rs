@@ -6,6 +6,7 @@
 //! step with the agent's local state. Never performs IO: everything leaves as an `Effect`.
 
 mod consensus;
+mod coordinates;
 mod membership;
 mod remote;
 
@@ -18,7 +19,7 @@ use crate::api::defs::{
     BuiltCheck, CatalogDeregisterDef, CatalogRegisterDef, CheckContext, CheckDef, DefError, ServiceDef,
 };
 use crate::api::dns::{self, DnsConfig};
-use crate::api::shapes::{AgentSelf, AgentSelfConfig, AgentService, Coord, Member, Reply, Xds};
+use crate::api::shapes::{AgentSelf, AgentSelfConfig, AgentService, Member, Reply, Xds};
 use crate::api::{ApiError, ApiRequest, ApiResponse, Body};
 use crate::checks::Scheduler;
 use crate::fsm::catalog::{Deregistration, Health, HealthCheck, NodeService, Registration, Weights};
@@ -31,6 +32,7 @@ use crate::rpc::Work;
 use crate::server::{self, Parked};
 use crate::time::{Duration, Time};
 use consensus::{Cluster, Waiter};
+use coordinates::CoordinateSync;
 pub use membership::GossipSetup;
 use membership::Membership;
 use remote::Remote;
@@ -69,6 +71,10 @@ pub struct Config {
     pub max_query_time: Duration,
     /// Full anti-entropy sync period (Consul's 1 minute).
     pub ae_interval: Duration,
+    /// The least time between two coordinate updates (15 s), and the updates a second the
+    /// servers should see from the whole datacenter (64), which slows large clusters.
+    pub coordinate_sync_min: Duration,
+    pub coordinate_rate_target: f64,
     /// Unix seconds at host time zero, for the DNS SOA serial.
     pub unix_secs_at_zero: u64,
     pub muster_version: String,
@@ -116,6 +122,8 @@ impl Config {
             default_query_time: Duration::from_secs(300),
             max_query_time: Duration::from_secs(600),
             ae_interval: Duration::from_secs(60),
+            coordinate_sync_min: Duration::from_secs(15),
+            coordinate_rate_target: 64.0,
             unix_secs_at_zero: 0,
             muster_version: String::new(),
             debug_config: BTreeMap::new(),
@@ -190,6 +198,7 @@ pub struct Node {
     /// reload replaces.
     config_services: BTreeSet<String>,
     config_checks: BTreeSet<String>,
+    coord_sync: CoordinateSync,
 }
 
 impl Node {
@@ -233,6 +242,7 @@ impl Node {
             saved_dirty: false,
             config_services: BTreeSet::new(),
             config_checks: BTreeSet::new(),
+            coord_sync: CoordinateSync::default(),
             id,
             raft,
             cluster: Cluster::new(Rng::new(seed, Stream::Ids)),
@@ -509,6 +519,7 @@ impl Node {
         self.poll_cluster(now, out);
         self.poll_membership(now, out);
         self.poll_remote(now, out);
+        self.poll_coordinate(now, out);
         if now >= self.next_full_sync {
             if self.sync(now, true, out) {
                 let members = self.membership.as_ref().map_or(1, |m| m.lan_size());
@@ -567,6 +578,7 @@ impl Node {
             self.parked.iter().map(|p| p.deadline).min(),
             Some(self.next_full_sync),
             self.remote.next_deadline(),
+            self.next_coordinate_sync(),
             self.cluster.next_deadline(self.raft.leader().is_some(), self.says_hello()),
             self.membership.as_ref().map(|m| m.next_deadline()),
             self.membership.as_ref().filter(|_| self.is_leader()).map(|m| m.next_reconcile()),
@@ -644,7 +656,8 @@ impl Node {
         self.parked.push(Parked { id, req, deadline, watch: r.watch });
     }
 
-    fn request(&mut self, now: Time, id: ReqId, req: ApiRequest, out: &mut Vec<Effect>) {
+    fn request(&mut self, now: Time, id: ReqId, mut req: ApiRequest, out: &mut Vec<Effect>) {
+        self.resolve_near(&mut req);
         if !self.cfg.server && req.needs_server() {
             return self.call_request(id, None, req, out);
         }
@@ -833,8 +846,23 @@ impl Node {
             | ApiRequest::HealthNode { .. }
             | ApiRequest::HealthChecks { .. }
             | ApiRequest::HealthService { .. }
-            | ApiRequest::HealthState { .. } => unreachable!("reads are routed above"),
+            | ApiRequest::HealthState { .. }
+            | ApiRequest::CoordinateNodes { .. }
+            | ApiRequest::CoordinateNode { .. }
+            | ApiRequest::Empty { .. } => unreachable!("reads are routed above"),
             ApiRequest::InDatacenter { .. } => unreachable!("other datacenters are routed above"),
+            ApiRequest::CoordinateDatacenters => {
+                let reply = Reply::DatacenterCoordinates(self.wan_coordinates());
+                self.respond(id, ApiResponse::json(reply), out)
+            }
+            ApiRequest::CoordinateUpdate(entry) => {
+                let usable = entry.coord.is_valid()
+                    && entry.coord.vec.len() == crate::coordinate::CoordinateConfig::default().dimensionality;
+                if !usable {
+                    return self.respond(id, ApiResponse::error(400, "Invalid coordinate"), out);
+                }
+                self.propose_write(id, Command::Coordinates(vec![*entry]), out)
+            }
             ApiRequest::AgentReload { services, checks } => match self.reload(services, checks, now, out) {
                 Ok(()) => self.respond_after_sync(id, now, out),
                 Err(e) => {
@@ -1063,7 +1091,7 @@ impl Node {
                 build_date: String::new(),
             },
             debug_config: c.debug_config.clone(),
-            coord: Coord::default(),
+            coord: self.lan_coordinate(),
             member: self.member(),
             stats,
             meta: c.node.meta.clone(),

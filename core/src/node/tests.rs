@@ -186,6 +186,7 @@ fn health(h: &mut Host, passing: bool) -> usize {
         tags: vec![],
         passing,
         q: QueryOpts::default(),
+        near: None,
     });
     match r.body {
         Body::Json(Reply::CheckServiceNodes(v)) => v.len(),

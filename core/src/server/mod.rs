@@ -7,8 +7,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::shapes::{CheckServiceNode, KvEntryJson, NodeServices, Reply, ServiceNode};
-use crate::api::{ApiRequest, ApiResponse, Body, KvRead, QueryMeta, QueryOpts};
+use crate::api::{ApiRequest, ApiResponse, Body, EmptyShape, KvRead, QueryMeta, QueryOpts};
 use crate::fsm::catalog::{Catalog, Health, HealthCheck};
+use crate::fsm::coordinates::CoordinateEntry;
 use crate::fsm::{State, Touched};
 use crate::ids::{Index, ReqId};
 use crate::time::Time;
@@ -16,8 +17,13 @@ use crate::time::Time;
 /// What a parked read depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Watch {
-    Kv { key: String, prefix: bool },
+    Kv {
+        key: String,
+        prefix: bool,
+    },
     Catalog,
+    /// Coordinate reads; a node deregistration (a catalog write) may drop a row too.
+    Coordinates,
 }
 
 impl Watch {
@@ -25,6 +31,7 @@ impl Watch {
     pub fn woken_by(&self, t: &Touched) -> bool {
         match (self, t) {
             (Watch::Catalog, Touched::Catalog) => true,
+            (Watch::Coordinates, Touched::Coordinates | Touched::Catalog) => true,
             (Watch::Kv { key, prefix }, Touched::Kv { key: k, prefix: p }) => match (prefix, p) {
                 (false, false) => key == k,
                 (false, true) => key.starts_with(k.as_str()),
@@ -49,7 +56,10 @@ pub struct ReadResult {
 pub fn query_opts(req: &ApiRequest) -> Option<QueryOpts> {
     match req {
         ApiRequest::KvGet { q, .. }
-        | ApiRequest::CatalogNodes { q }
+        | ApiRequest::CatalogNodes { q, .. }
+        | ApiRequest::CoordinateNodes { q }
+        | ApiRequest::Empty { q, .. }
+        | ApiRequest::CoordinateNode { q, .. }
         | ApiRequest::CatalogServices { q }
         | ApiRequest::CatalogAllInstances { q }
         | ApiRequest::CatalogService { q, .. }
@@ -73,8 +83,10 @@ pub fn read(state: &State, req: &ApiRequest) -> Option<ReadResult> {
     };
     Some(match req {
         ApiRequest::KvGet { key, read, .. } => kv_read(state, key, read),
-        ApiRequest::CatalogNodes { .. } => {
-            catalog_read(Reply::Nodes(cat.nodes().cloned().collect()), cat.table_index())
+        ApiRequest::CatalogNodes { near, .. } => {
+            let mut rows: Vec<_> = cat.nodes().cloned().collect();
+            sort_near(state, near.as_deref(), &mut rows, |n| n.node.as_str());
+            catalog_read(Reply::Nodes(rows), cat.table_index())
         }
         ApiRequest::CatalogServices { .. } => {
             let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -88,8 +100,9 @@ pub fn read(state: &State, req: &ApiRequest) -> Option<ReadResult> {
             let rows = cat.all_services().map(|(n, s)| ServiceNode::new(n, s)).collect();
             catalog_read(Reply::ServiceNodes(rows), cat.table_index())
         }
-        ApiRequest::CatalogService { name, tags, .. } => {
-            let rows = instances(cat, name, tags).map(|(n, s)| ServiceNode::new(n, s)).collect();
+        ApiRequest::CatalogService { name, tags, near, .. } => {
+            let mut rows: Vec<_> = instances(cat, name, tags).map(|(n, s)| ServiceNode::new(n, s)).collect();
+            sort_near(state, near.as_deref(), &mut rows, |r| r.node.as_str());
             catalog_read(Reply::ServiceNodes(rows), cat.service_index(name))
         }
         ApiRequest::CatalogNode { name, .. } => {
@@ -108,8 +121,8 @@ pub fn read(state: &State, req: &ApiRequest) -> Option<ReadResult> {
                 .filter(|c| !c.service_id.is_empty() && c.service_name.eq_ignore_ascii_case(service));
             catalog_read(Reply::Checks(sorted(checks.cloned().collect())), cat.service_index(service))
         }
-        ApiRequest::HealthService { service, tags, passing, .. } => {
-            let rows = instances(cat, service, tags)
+        ApiRequest::HealthService { service, tags, passing, near, .. } => {
+            let mut rows: Vec<_> = instances(cat, service, tags)
                 .map(|(n, s)| CheckServiceNode {
                     node: n.clone(),
                     service: s.clone(),
@@ -117,6 +130,7 @@ pub fn read(state: &State, req: &ApiRequest) -> Option<ReadResult> {
                 })
                 .filter(|r| !passing || r.checks.iter().all(|c| c.status == Health::Passing))
                 .collect();
+            sort_near(state, near.as_deref(), &mut rows, |r| r.node.node.as_str());
             catalog_read(Reply::CheckServiceNodes(rows), cat.service_index(service))
         }
         ApiRequest::HealthState { state: wanted, .. } => {
@@ -124,8 +138,46 @@ pub fn read(state: &State, req: &ApiRequest) -> Option<ReadResult> {
             let checks = cat.all_checks().filter(|c| wanted == "any" || Some(c.status) == want);
             catalog_read(Reply::Checks(sorted(checks.cloned().collect())), cat.table_index())
         }
+        ApiRequest::Empty { shape, .. } => {
+            let reply = match shape {
+                EmptyShape::List => Reply::Strings(vec![]),
+                EmptyShape::Object => Reply::ServiceTags(BTreeMap::new()),
+                EmptyShape::Null => Reply::NodeServices(None),
+            };
+            catalog_read(reply, cat.table_index())
+        }
+        ApiRequest::CoordinateNodes { .. } => {
+            coordinate_read(state, state.coordinates.all().cloned().collect())
+        }
+        ApiRequest::CoordinateNode { name, .. } => {
+            let rows: Vec<_> = state.coordinates.get(name).cloned().into_iter().collect();
+            let mut r = coordinate_read(state, rows);
+            if matches!(&r.resp.body, Body::Json(Reply::Coordinates(rows)) if rows.is_empty()) {
+                r.resp = ApiResponse { status: 404, meta: None, body: Body::Empty };
+            }
+            r
+        }
         _ => return None,
     })
+}
+
+fn coordinate_read(state: &State, rows: Vec<CoordinateEntry>) -> ReadResult {
+    ReadResult {
+        resp: ApiResponse::json(Reply::Coordinates(rows)),
+        index: state.coordinates.index(),
+        watch: Watch::Coordinates,
+        reports_consistency: false,
+    }
+}
+
+/// `?near=`: rows by estimated round trip from `near`'s coordinate, nearest first; rows
+/// whose node has no coordinate keep their order after the rest. Without a coordinate for
+/// `near` itself the order stays as it was.
+fn sort_near<T>(state: &State, near: Option<&str>, rows: &mut [T], node_of: impl Fn(&T) -> &str) {
+    let Some(from) = near.and_then(|n| state.coordinates.get(n)) else { return };
+    crate::coordinate::sort_by_distance(&from.coord, rows, |r| {
+        state.coordinates.get(node_of(r)).map(|e| &e.coord)
+    });
 }
 
 /// Instances of a service (name compared without case) carrying every tag in `tags`.
@@ -277,6 +329,63 @@ mod tests {
         assert_eq!(resp.meta.unwrap().index, Index(2));
         let empty = read(&State::default(), &req).unwrap();
         assert_eq!(finish(empty, &QueryOpts::default(), (true, 0)).meta.unwrap().index, Index(1), "never 0");
+    }
+
+    #[test]
+    fn near_sorts_instances_by_estimated_round_trip_and_coordinate_reads_block_on_their_index() {
+        use crate::coordinate::{Coordinate, CoordinateConfig};
+        use crate::fsm::catalog::Registration;
+        use crate::fsm::coordinates::CoordinateEntry;
+        let mut s = State::default();
+        let mut index = 0;
+        let mut apply = |s: &mut State, cmd: Command| {
+            index += 1;
+            s.apply(Index(index), &cmd)
+        };
+        for n in ["n1", "n2", "n3", "n4"] {
+            let service = crate::fsm::catalog::tests::service("web", "web");
+            let node = crate::agent::NodeInfo::new(n, "10.0.0.1", "dc1").row();
+            let reg = Registration { node, skip_node_update: false, service: Some(service), checks: vec![] };
+            apply(&mut s, Command::Register(Box::new(reg)));
+        }
+        let at = |node: &str, x: f64| {
+            let mut coord = Coordinate::new(&CoordinateConfig::default());
+            coord.vec[0] = x;
+            CoordinateEntry { node: node.into(), segment: String::new(), coord }
+        };
+        // n2 is far from n1, n3 near; n4 sent no coordinate.
+        let applied =
+            apply(&mut s, Command::Coordinates(vec![at("n1", 0.0), at("n2", 0.050), at("n3", 0.002)]));
+        assert!(Watch::Coordinates.woken_by(&applied.touched));
+        let order = |near: Option<&str>| {
+            let req = ApiRequest::HealthService {
+                service: "web".into(),
+                tags: vec![],
+                passing: false,
+                q: QueryOpts::default(),
+                near: near.map(str::to_string),
+            };
+            match read(&s, &req).unwrap().resp.body {
+                Body::Json(Reply::CheckServiceNodes(rows)) => {
+                    rows.into_iter().map(|r| r.node.node).collect::<Vec<_>>()
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(order(None), ["n1", "n2", "n3", "n4"]);
+        assert_eq!(order(Some("n1")), ["n1", "n3", "n2", "n4"]);
+        assert_eq!(order(Some("n2")), ["n2", "n3", "n1", "n4"]);
+        assert_eq!(order(Some("unknown")), ["n1", "n2", "n3", "n4"], "no coordinate to sort from");
+        let nodes = read(&s, &ApiRequest::CoordinateNodes { q: QueryOpts::default() }).unwrap();
+        assert_eq!(nodes.index, Index(5));
+        assert!(matches!(nodes.resp.body, Body::Json(Reply::Coordinates(ref rows)) if rows.len() == 3));
+        let missing = ApiRequest::CoordinateNode { name: "n4".into(), q: QueryOpts::default() };
+        assert_eq!(read(&s, &missing).unwrap().resp.status, 404);
+        // Deregistering a node drops its coordinate.
+        let gone =
+            crate::fsm::catalog::Deregistration { node: "n3".into(), service_id: None, check_id: None };
+        apply(&mut s, Command::Deregister(gone));
+        assert!(s.coordinates.get("n3").is_none());
     }
 
     #[test]
