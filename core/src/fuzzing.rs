@@ -83,6 +83,76 @@ pub fn rpc_frames(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as the calls a client agent (or anything that reaches the server port)
+/// sends a lone server (`-dev`), decoded as `(context, call)` pairs: never panics; every
+/// call is answered exactly once, on the caller's connection, by the time its longest wait
+/// has passed; and afterwards the server still takes a write and reads it back.
+pub fn server_calls(data: &[u8]) {
+    use crate::agent::NodeInfo;
+    use crate::api::{ApiRequest, Body, KvRead, QueryOpts};
+    use crate::io::{Effect, Input};
+    use crate::node::{Config, Node};
+    use crate::rpc::{Call, PeerMessage};
+    let Ok(calls) = postcard::from_bytes::<Vec<(u64, Call)>>(data) else { return };
+    let cfg = Config {
+        max_query_time: Duration::from_secs(2),
+        default_query_time: Duration::from_secs(2),
+        ..Config::defaults(NodeInfo::new("s1", "10.0.0.1", "dc1"))
+    };
+    let Ok(mut node) = Node::new(cfg, [5; 32]) else { return };
+    let caller = crate::rpc::client_id("c1");
+    let mut now = Time(1);
+    let mut answers: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut local = Vec::new();
+    // A host that makes every persist durable at once.
+    let mut step = |node: &mut Node, now: Time, input: Input, answers: &mut BTreeMap<u64, usize>| {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let mut out = vec![];
+            node.step(now, input, &mut out);
+            for e in out {
+                match e {
+                    Effect::Send { to, msg: PeerMessage::Answer { ctx, .. } } => {
+                        assert_eq!(to, caller, "answers go to the caller");
+                        *answers.entry(ctx).or_default() += 1;
+                    }
+                    Effect::Persist { token, .. } => inputs.push_back(Input::Persisted { token }),
+                    Effect::Respond { id, resp } => local.push((id, resp)),
+                    _ => {}
+                }
+            }
+        }
+    };
+    step(&mut node, now, Input::Tick, &mut answers);
+    let mut asked = BTreeSet::new();
+    for (ctx, call) in calls {
+        if !asked.insert(ctx) {
+            continue;
+        }
+        step(
+            &mut node,
+            now,
+            Input::Peer { from: caller.clone(), msg: PeerMessage::Call { ctx, call } },
+            &mut answers,
+        );
+    }
+    // Past every wait (2 s, plus the blocking jitter) and the hold for a leader (7 s).
+    for _ in 0..20 {
+        now = now + Duration::from_millis(500);
+        step(&mut node, now, Input::Tick, &mut answers);
+    }
+    for ctx in &asked {
+        assert_eq!(answers.get(ctx), Some(&1), "call {ctx} answered exactly once: {answers:?}");
+    }
+    let put = ApiRequest::KvPut { key: "after".into(), value: b"1".to_vec(), flags: 0, mode: KvSetMode::Set };
+    step(&mut node, now, Input::Request { id: crate::ids::ReqId(1), req: put }, &mut answers);
+    let get =
+        ApiRequest::KvGet { key: "after".into(), read: KvRead::Entry { raw: true }, q: QueryOpts::default() };
+    step(&mut node, now, Input::Request { id: crate::ids::ReqId(2), req: get }, &mut answers);
+    let read = local.iter().find(|(id, _)| id.0 == 2).map(|(_, r)| &r.body);
+    assert_eq!(read, Some(&Body::Raw(b"1".to_vec())), "the server still works");
+}
+
 /// Arbitrary bytes as a script for one Raft replica ("a", voters a, b and c, default timing):
 /// each step lets time pass, delivers a message from b or c (a raw frame, or one built near
 /// the replica's own term and indexes so the deep paths are reached), completes queued
@@ -907,7 +977,52 @@ mod tests {
         proptest::collection::vec(msg, 0..4).prop_map(|msgs| Frame::Packet(Packet { msgs }))
     }
 
+    fn call() -> impl Strategy<Value = crate::rpc::Call> {
+        use crate::api::{ApiRequest, KvRead, QueryOpts};
+        use crate::rpc::{Call, Work};
+        let key = "[a-c/.]{0,4}";
+        let opts = (0u64..40, any::<bool>()).prop_map(|(min_index, wait)| QueryOpts {
+            min_index: Index(min_index),
+            wait: wait.then(|| Duration::from_millis(300)),
+            ..QueryOpts::default()
+        });
+        let api =
+            prop_oneof![
+                (key, proptest::collection::vec(any::<u8>(), 0..4)).prop_map(|(key, value)| {
+                    ApiRequest::KvPut { key, value, flags: 0, mode: KvSetMode::Set }
+                }),
+                (key, opts.clone()).prop_map(|(key, q)| ApiRequest::KvGet { key, read: KvRead::Recurse, q }),
+                (key, opts).prop_map(|(service, q)| ApiRequest::HealthService {
+                    service,
+                    tags: vec![],
+                    passing: true,
+                    q,
+                    near: Some("s1".into()),
+                }),
+                key.prop_map(|dc| ApiRequest::InDatacenter { dc, req: Box::new(ApiRequest::StatusLeader) }),
+                Just(ApiRequest::AgentLeave),
+                Just(ApiRequest::CatalogDatacenters),
+                Just(ApiRequest::CoordinateDatacenters),
+            ];
+        prop_oneof![
+            api.prop_map(Call::Api),
+            command().prop_map(|c| Call::Work(Work::Commands(vec![c]))),
+            key.prop_map(|n| Call::Work(Work::RemovePeer(n))),
+            key.prop_map(Call::NodeView),
+        ]
+    }
+
     proptest! {
+        #[test]
+        fn server_calls_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            server_calls(&data);
+        }
+
+        #[test]
+        fn server_calls_answer_each_call_once(calls in proptest::collection::vec((0u64..6, call()), 0..8)) {
+            server_calls(&postcard::to_allocvec(&calls).expect("calls encode"));
+        }
+
         #[test]
         fn gossip_packets_on_arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             gossip_packets(&data);

@@ -373,6 +373,44 @@ fn a_client_fails_over_when_its_server_dies_and_anti_entropy_repairs_the_catalog
 }
 
 #[test]
+fn a_server_refuses_calls_for_its_own_agent_endpoints_and_raft_membership() {
+    use crate::rpc::{Answer, Call, Work};
+    let mut net = Net::new(3);
+    net.run(Duration::from_secs(5));
+    let from = crate::rpc::client_id("intruder");
+    let mut answers = vec![];
+    for (ctx, call) in [
+        (1, Call::Api(ApiRequest::AgentLeave)),
+        (2, Call::Work(Work::RemovePeer(net.ids[1].clone()))),
+        (
+            3,
+            Call::Work(Work::Commands(vec![crate::fsm::Command::KvDelete {
+                key: String::new(),
+                recurse: true,
+                cas: None,
+            }])),
+        ),
+    ] {
+        let mut out = vec![];
+        net.nodes[0].step(
+            net.now,
+            Input::Peer { from: from.clone(), msg: PeerMessage::Call { ctx, call } },
+            &mut out,
+        );
+        answers.extend(out.into_iter().filter_map(|e| match e {
+            Effect::Send { msg: PeerMessage::Answer { answer, .. }, .. } => Some(answer),
+            _ => None,
+        }));
+    }
+    assert!(matches!(&answers[0], Answer::Api(w) if w.status == 403), "{answers:?}");
+    assert!(matches!(&answers[1], Answer::Work(Err(_))));
+    assert!(matches!(&answers[2], Answer::Work(Err(_))));
+    net.run(Duration::from_secs(2));
+    let peers = net.call(1, ApiRequest::StatusPeers);
+    assert_eq!(peers.body, Body::Json(Reply::Strings(net.ids.clone())), "still three voters");
+}
+
+#[test]
 fn another_datacenter_without_a_path_answers_500() {
     let mut net = Net::new(1);
     net.run(Duration::from_secs(3));

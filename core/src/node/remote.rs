@@ -23,7 +23,7 @@ use crate::fsm::Command;
 use crate::ids::ReqId;
 use crate::io::Effect;
 use crate::rng::Rng;
-use crate::rpc::{Answer, Call, PeerMessage};
+use crate::rpc::{Answer, Call, PeerMessage, Work};
 use crate::time::{Duration, Time};
 
 /// Request ids at and above this are calls served for another agent; hosts number their
@@ -295,6 +295,13 @@ impl Node {
             };
             return out.push(Effect::Send { to: from, msg: PeerMessage::Answer { ctx, answer } });
         }
+        if let Err(reason) = callable(&call) {
+            let answer = match call {
+                Call::Work(_) => Answer::Work(Err(reason.into())),
+                _ => Answer::Api(ApiResponse::error(403, reason).into()),
+            };
+            return out.push(Effect::Send { to: from, msg: PeerMessage::Answer { ctx, answer } });
+        }
         match call {
             Call::Api(req) => {
                 let id = ReqId(self.remote.next_serving);
@@ -355,5 +362,24 @@ impl Node {
                 _ => {}
             }
         }
+    }
+}
+
+/// What a server carries out for someone else: requests a server answers (never the
+/// agent's own endpoints: another agent must not make this one leave or reload), and
+/// catalog work an agent's anti-entropy sends (never Raft membership or KV, which have
+/// their own checked paths).
+fn callable(call: &Call) -> Result<(), &'static str> {
+    match call {
+        Call::Api(req) if !req.needs_server() => Err("only server requests may be called"),
+        Call::Work(Work::Commands(cmds))
+            if !cmds.iter().all(|c| {
+                matches!(c, Command::Register(_) | Command::Deregister(_) | Command::Coordinates(_))
+            }) =>
+        {
+            Err("only catalog work may be called")
+        }
+        Call::Work(Work::AddPeer(_) | Work::RemovePeer(_)) => Err("only catalog work may be called"),
+        _ => Ok(()),
     }
 }
