@@ -108,3 +108,78 @@ fn disabled_listener_and_sigterm_shutdown() {
     );
     let _ = std::fs::remove_file(log);
 }
+
+#[test]
+fn reload_applies_added_changed_and_removed_config_services_and_keeps_api_ones() {
+    let dir = temp_dir("reload");
+    let file = dir.join("services.json");
+    let write = |body: &str| std::fs::write(&file, body).unwrap();
+    write(
+        r#"{"services": [{"id": "a", "name": "alpha", "port": 1}, {"id": "b", "name": "beta", "port": 2}]}"#,
+    );
+    let a = Agent::dev(&["-config-dir", dir.to_str().unwrap()]);
+    assert_eq!(a.put("/v1/agent/service/register", br#"{"Name": "api-made", "Port": 9}"#).status, 200);
+    let ids = || {
+        let v = a.get("/v1/agent/services").json();
+        let mut ids: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        ids.sort();
+        (ids, v)
+    };
+    assert_eq!(ids().0, ["a", "api-made", "b"]);
+    // Through the HTTP API: b goes, a changes port, c arrives; the API's service stays.
+    write(
+        r#"{"services": [{"id": "a", "name": "alpha", "port": 11}, {"id": "c", "name": "gamma", "port": 3}]}"#,
+    );
+    assert_eq!(a.put("/v1/agent/reload", b"").status, 200);
+    let (list, v) = ids();
+    assert_eq!(list, ["a", "api-made", "c"]);
+    assert_eq!(v["a"]["Port"], 11);
+    // Through the CLI.
+    write(r#"{"services": [{"id": "c", "name": "gamma", "port": 3}]}"#);
+    let out = a.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Configuration reload triggered");
+    assert_eq!(ids().0, ["api-made", "c"]);
+    // By SIGHUP, as `kill -HUP` does.
+    write(r#"{"services": [{"id": "d", "name": "delta", "port": 4}]}"#);
+    let hup = Command::new("kill").args(["-HUP", &a.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    a.eventually("SIGHUP to reload", std::time::Duration::from_secs(10), || ids().0 == ["api-made", "d"]);
+    // A bad file changes nothing and says why.
+    write(r#"{"services": [{"id": "e", "port": 5}]}"#);
+    let r = a.put("/v1/agent/reload", b"");
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("Missing service name"), "{}", r.text());
+    assert_eq!(ids().0, ["api-made", "d"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_client_agent_needs_a_data_dir_and_makes_it_and_the_pid_files_folder() {
+    let out = Command::new(muster_bin()).args(["agent", "-node", "c", "-http-port", "-1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("data_dir"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = temp_dir("client-dirs");
+    let (data, pid) = (dir.join("deep/data"), dir.join("run/sub/muster.pid"));
+    let args = [
+        "-node",
+        "c1",
+        "-bind",
+        "127.0.0.1",
+        "-data-dir",
+        data.to_str().unwrap(),
+        "-pid-file",
+        pid.to_str().unwrap(),
+    ];
+    let a = Agent::launch(&args);
+    a.eventually("the pid file", std::time::Duration::from_secs(10), || pid.exists());
+    assert!(data.join("node-id").exists(), "the data dir was made and holds the node ID");
+    assert_eq!(a.get("/v1/agent/self").json()["Config"]["Server"], false);
+    let r = a.get("/v1/kv/anything");
+    assert_eq!((r.status, r.text()), (500, "No known Consul servers".to_string()));
+    let _ = std::fs::remove_dir_all(dir);
+}
