@@ -986,24 +986,23 @@ mod tests {
             wait: wait.then(|| Duration::from_millis(300)),
             ..QueryOpts::default()
         });
-        let api =
-            prop_oneof![
-                (key, proptest::collection::vec(any::<u8>(), 0..4)).prop_map(|(key, value)| {
-                    ApiRequest::KvPut { key, value, flags: 0, mode: KvSetMode::Set }
-                }),
-                (key, opts.clone()).prop_map(|(key, q)| ApiRequest::KvGet { key, read: KvRead::Recurse, q }),
-                (key, opts).prop_map(|(service, q)| ApiRequest::HealthService {
-                    service,
-                    tags: vec![],
-                    passing: true,
-                    q,
-                    near: Some("s1".into()),
-                }),
-                key.prop_map(|dc| ApiRequest::InDatacenter { dc, req: Box::new(ApiRequest::StatusLeader) }),
-                Just(ApiRequest::AgentLeave),
-                Just(ApiRequest::CatalogDatacenters),
-                Just(ApiRequest::CoordinateDatacenters),
-            ];
+        let api = prop_oneof![
+            (key, proptest::collection::vec(any::<u8>(), 0..4)).prop_map(|(key, value)| {
+                ApiRequest::KvPut { key, value, flags: 0, mode: KvSetMode::Set }
+            }),
+            (key, opts.clone()).prop_map(|(key, q)| ApiRequest::KvGet { key, read: KvRead::Recurse, q }),
+            (key, opts).prop_map(|(service, q)| ApiRequest::HealthService {
+                service,
+                tags: vec![],
+                passing: true,
+                q,
+                near: Some("s1".into()),
+            }),
+            key.prop_map(|dc| ApiRequest::InDatacenter { dc, req: Box::new(ApiRequest::StatusLeader) }),
+            Just(ApiRequest::AgentLeave),
+            Just(ApiRequest::CatalogDatacenters),
+            Just(ApiRequest::CoordinateDatacenters),
+        ];
         prop_oneof![
             api.prop_map(Call::Api),
             command().prop_map(|c| Call::Work(Work::Commands(vec![c]))),

@@ -111,6 +111,13 @@ struct Post {
     pretty: bool,
 }
 
+impl Post {
+    /// Whether the answer is printed as it comes: no filtering, folding or indenting.
+    fn is_plain(&self) -> bool {
+        self.filter.is_none() && self.node_meta.is_empty() && !self.fold_services && !self.pretty
+    }
+}
+
 type Resp = Response<Full<Bytes>>;
 
 async fn handle(req: Request<Incoming>, node: &NodeHandle, opts: &HttpOptions, peer: SocketAddr) -> Resp {
@@ -685,6 +692,8 @@ fn render(resp: ApiResponse, post: &Post) -> Result<Resp, ApiError> {
             h.insert("Content-Security-Policy", HeaderValue::from_static("sandbox"));
             r
         }
+        // A server's rendering passes through when there is nothing to change in it.
+        Body::JsonText(text) if post.is_plain() => json_response(resp.status, text.into_bytes()),
         Body::Json(_) | Body::JsonText(_) => {
             let value = match resp.body {
                 Body::Json(reply) => {
@@ -697,18 +706,14 @@ fn render(resp: ApiResponse, post: &Post) -> Result<Resp, ApiError> {
                 }
                 _ => unreachable!("matched above"),
             };
-            let mut bytes = if post.pretty {
+            let bytes = if post.pretty {
                 let mut b = pretty4(&value);
                 b.push(b'\n');
                 b
             } else {
                 serde_json::to_vec(&value).map_err(|e| err(500, e.to_string()))?
             };
-            bytes.shrink_to_fit();
-            let mut r = Response::new(Full::new(Bytes::from(bytes)));
-            *r.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::OK);
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            r
+            json_response(resp.status, bytes)
         }
         Body::Dns(_) => return Err(err(500, "a DNS answer reached the HTTP layer")),
     };
@@ -725,6 +730,14 @@ fn render(resp: ApiResponse, post: &Post) -> Result<Resp, ApiError> {
         }
     }
     Ok(r)
+}
+
+fn json_response(status: u16, mut bytes: Vec<u8>) -> Resp {
+    bytes.shrink_to_fit();
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// JSON with 4-space indentation, as Consul's `?pretty`.

@@ -5,8 +5,10 @@
 //!
 //! Owns the caller's side: which server to ask (a client sticks to one server, chosen at
 //! random, until it fails or a rebalance is due), deadlines that leave room for a blocking
-//! read's wait, one retry on another server for a call that never left (the transport hands
-//! it back undelivered), and failing calls to a server gossip has seen fail. Also owns the
+//! read's wait, retries on the other servers for a call that never left (the transport hands
+//! it back undelivered, so resending cannot do anything twice), setting aside for a while a
+//! server that could not be reached (gossip takes seconds to see it fail), and failing calls
+//! to a server gossip has seen fail. Also owns the
 //! answering side: a call is served exactly as a request on the server's own HTTP port
 //! would be, under a request id of its own, and whatever response that id gets goes back to
 //! the caller as an answer. Never decides what a request means: `node::mod` does, on
@@ -34,6 +36,10 @@ const SERVING_BASE: u64 = 1 << 63;
 /// many clients spreads over servers that joined later (plus up to as much again, at random).
 const REBALANCE: Duration = Duration::from_secs(120);
 
+/// How long a server that could not be reached is passed over when choosing one, unless
+/// no other is left: about as long as gossip takes to see a dead server fail.
+const SET_ASIDE: Duration = Duration::from_secs(10);
+
 /// Time a call may take beyond what the server itself may spend (its hold for a leader,
 /// a blocking read's wait): the network and a forward to the leader.
 const CALL_SLACK: Duration = Duration::from_secs(2);
@@ -58,7 +64,8 @@ struct Outgoing {
     dc: Option<String>,
     waiter: CallWaiter,
     deadline: Time,
-    retried: bool,
+    /// Servers this call was handed to that could not be reached.
+    tried: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -70,6 +77,8 @@ pub(super) struct Remote {
     /// The server a client agent sends its calls to, while it answers.
     preferred: Option<String>,
     rebalance_at: Time,
+    /// Servers that could not be reached, passed over until the time given.
+    set_aside: BTreeMap<String, Time>,
     rng: Rng,
 }
 
@@ -81,6 +90,7 @@ impl Remote {
             next_serving: SERVING_BASE,
             preferred: None,
             rebalance_at: Time::ZERO,
+            set_aside: BTreeMap::new(),
             rng,
         }
     }
@@ -100,7 +110,7 @@ impl Node {
         deadline: Time,
         out: &mut Vec<Effect>,
     ) {
-        let Some(to) = self.pick_server(dc.as_deref(), None) else {
+        let Some(to) = self.pick_server(dc.as_deref(), &[]) else {
             let reason = match dc.as_deref() {
                 None => "No known Consul servers".to_string(),
                 Some(d) if self.membership.as_ref().is_some_and(|m| m.knows_datacenter(d)) => {
@@ -112,7 +122,7 @@ impl Node {
         };
         let ctx = self.cluster.ctx();
         out.push(Effect::Send { to: to.clone(), msg: PeerMessage::Call { ctx, call } });
-        self.remote.calls.insert(ctx, Outgoing { to, dc, waiter, deadline, retried: false });
+        self.remote.calls.insert(ctx, Outgoing { to, dc, waiter, deadline, tried: vec![] });
     }
 
     /// Passes a request to a server: this datacenter's (from a client agent), or another's.
@@ -165,10 +175,16 @@ impl Node {
     }
 
     /// A server to call: a client keeps the one it has while it is alive; otherwise one at
-    /// random, never `exclude` (the one that just could not be reached).
-    fn pick_server(&mut self, dc: Option<&str>, exclude: Option<&str>) -> Option<String> {
+    /// random, never one of `exclude` (those this call could not reach) and, while others
+    /// are left, none that was set aside.
+    fn pick_server(&mut self, dc: Option<&str>, exclude: &[String]) -> Option<String> {
+        let now = self.now;
+        self.remote.set_aside.retain(|_, until| *until > now);
         let mut servers = self.servers_of(dc);
-        servers.retain(|s| Some(s.as_str()) != exclude);
+        servers.retain(|s| !exclude.contains(s));
+        if servers.iter().any(|s| !self.remote.set_aside.contains_key(s)) {
+            servers.retain(|s| !self.remote.set_aside.contains_key(s));
+        }
         if dc.is_none() {
             if let Some(p) = self.remote.preferred.as_ref().filter(|p| servers.contains(p)) {
                 return Some(p.clone());
@@ -207,24 +223,25 @@ impl Node {
         }
     }
 
-    /// A call that never reached its server: try one other server, once.
+    /// A call that never reached its server: it goes to another server, until none is left.
     pub(super) fn call_undelivered(&mut self, to: &str, ctx: u64, call: Call, out: &mut Vec<Effect>) {
         let Some(mut o) = self.remote.calls.remove(&ctx) else { return };
-        if o.dc.is_none() && self.remote.preferred.as_deref() == Some(to) {
-            self.remote.preferred = None;
-        }
-        let next = if o.retried { None } else { self.pick_server(o.dc.as_deref(), Some(to)) };
-        let Some(next) = next else {
-            return self.call_failed(
-                o.waiter,
-                format!("rpc error: failed to reach a server (last tried {to})"),
-                out,
-            );
+        self.server_unreachable(to, o.dc.is_none());
+        o.tried.push(to.to_string());
+        let Some(next) = self.pick_server(o.dc.as_deref(), &o.tried) else {
+            let reason = format!("rpc error: failed to reach a server (last tried {to})");
+            return self.call_failed(o.waiter, reason, out);
         };
-        o.retried = true;
         o.to = next.clone();
         out.push(Effect::Send { to: next, msg: PeerMessage::Call { ctx, call } });
         self.remote.calls.insert(ctx, o);
+    }
+
+    fn server_unreachable(&mut self, server: &str, own_dc: bool) {
+        self.remote.set_aside.insert(server.to_string(), self.now + SET_ASIDE);
+        if own_dc && self.remote.preferred.as_deref() == Some(server) {
+            self.remote.preferred = None;
+        }
     }
 
     pub(super) fn on_answer(&mut self, from: &str, ctx: u64, answer: Answer, out: &mut Vec<Effect>) {
@@ -277,9 +294,7 @@ impl Node {
             .collect();
         for (ctx, reason) in doomed {
             if let Some(o) = self.remote.calls.remove(&ctx) {
-                if o.dc.is_none() && self.remote.preferred.as_deref() == Some(o.to.as_str()) {
-                    self.remote.preferred = None;
-                }
+                self.server_unreachable(&o.to, o.dc.is_none());
                 self.call_failed(o.waiter, reason, out);
             }
         }

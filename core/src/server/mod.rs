@@ -172,12 +172,14 @@ fn coordinate_read(state: &State, rows: Vec<CoordinateEntry>) -> ReadResult {
 
 /// `?near=`: rows by estimated round trip from `near`'s coordinate, nearest first; rows
 /// whose node has no coordinate keep their order after the rest. Without a coordinate for
-/// `near` itself the order stays as it was.
+/// `near` itself the order stays as it was. `near`'s own rows come first: its distance to
+/// itself is zero, whatever the estimate's noise (heights, adjustments) says.
 fn sort_near<T>(state: &State, near: Option<&str>, rows: &mut [T], node_of: impl Fn(&T) -> &str) {
-    let Some(from) = near.and_then(|n| state.coordinates.get(n)) else { return };
-    crate::coordinate::sort_by_distance(&from.coord, rows, |r| {
-        state.coordinates.get(node_of(r)).map(|e| &e.coord)
-    });
+    let Some((name, from)) = near.and_then(|n| state.coordinates.get(n).map(|e| (n, &e.coord))) else {
+        return;
+    };
+    crate::coordinate::sort_by_distance(from, rows, |r| state.coordinates.get(node_of(r)).map(|e| &e.coord));
+    rows.sort_by_key(|r| !node_of(r).eq_ignore_ascii_case(name));
 }
 
 /// Instances of a service (name compared without case) carrying every tag in `tags`.
