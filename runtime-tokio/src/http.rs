@@ -692,8 +692,12 @@ fn render(resp: ApiResponse, post: &Post) -> Result<Resp, ApiError> {
             h.insert("Content-Security-Policy", HeaderValue::from_static("sandbox"));
             r
         }
-        // A server's rendering passes through when there is nothing to change in it.
+        // With nothing to change in the answer, it is written straight out: a server's
+        // rendering as it came, or the reply serialized without a tree of values.
         Body::JsonText(text) if post.is_plain() => json_response(resp.status, text.into_bytes()),
+        Body::Json(reply) if post.is_plain() => {
+            json_response(resp.status, serde_json::to_vec(&reply).map_err(|e| err(500, e.to_string()))?)
+        }
         Body::Json(_) | Body::JsonText(_) => {
             let value = match resp.body {
                 Body::Json(reply) => {
