@@ -199,6 +199,8 @@ pub struct Node {
     config_services: BTreeSet<String>,
     config_checks: BTreeSet<String>,
     coord_sync: CoordinateSync,
+    /// The most polled reads, rendered once per change.
+    rendered: server::Rendered,
 }
 
 impl Node {
@@ -243,6 +245,7 @@ impl Node {
             config_services: BTreeSet::new(),
             config_checks: BTreeSet::new(),
             coord_sync: CoordinateSync::default(),
+            rendered: server::Rendered::default(),
             id,
             raft,
             cluster: Cluster::new(Rng::new(seed, Stream::Ids)),
@@ -511,7 +514,7 @@ impl Node {
             std::mem::take(&mut self.parked).into_iter().partition(|p| p.deadline <= now);
         self.parked = waiting;
         for p in expired {
-            if let Some(r) = server::read(&self.state, &p.req) {
+            if let Some(r) = self.rendered.read(&self.state, &p.req) {
                 let q = server::query_opts(&p.req).unwrap_or_default();
                 out.push(Effect::Respond { id: p.id, resp: server::finish(r, &q, self.contact()) });
             }
@@ -636,7 +639,7 @@ impl Node {
     /// `deadline` is set when a parked read is re-run.
     fn read(&mut self, id: ReqId, req: ApiRequest, deadline: Option<Time>, out: &mut Vec<Effect>) {
         let q = server::query_opts(&req).unwrap_or_default();
-        let Some(r) = server::read(&self.state, &req) else {
+        let Some(r) = self.rendered.read(&self.state, &req) else {
             return;
         };
         if q.min_index == Index::ZERO || r.index > q.min_index {

@@ -4,6 +4,10 @@
 //! and what a parked read watches so the right writes wake it. Never changes state and never
 //! reads time itself: deadlines are computed by the node from `now`.
 
+mod rendered;
+
+pub use rendered::Rendered;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::shapes::{CheckServiceNode, KvEntryJson, NodeServices, Reply, ServiceNode};
