@@ -998,13 +998,12 @@ mod tests {
                 q,
                 near: Some("s1".into()),
             }),
-            key.prop_map(|dc| ApiRequest::InDatacenter { dc, req: Box::new(ApiRequest::StatusLeader) }),
             Just(ApiRequest::AgentLeave),
             Just(ApiRequest::CatalogDatacenters),
             Just(ApiRequest::CoordinateDatacenters),
         ];
         prop_oneof![
-            api.prop_map(Call::Api),
+            (api, proptest::option::of("dc[12]")).prop_map(|(req, dc)| Call::Api { dc, req }),
             command().prop_map(|c| Call::Work(Work::Commands(vec![c]))),
             key.prop_map(|n| Call::Work(Work::RemovePeer(n))),
             key.prop_map(Call::NodeView),

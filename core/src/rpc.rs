@@ -37,8 +37,9 @@ pub enum Work {
 /// What a client agent, or a server of another datacenter, asks a server to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Call {
-    /// Answer this API request as if it had arrived at the server's own HTTP port.
-    Api(ApiRequest),
+    /// Answer this API request as if it had arrived at the server's own HTTP port, with
+    /// `?dc=dc` when `dc` is given.
+    Api { dc: Option<String>, req: ApiRequest },
     /// Carry out this work through Raft (a client agent's anti-entropy sync).
     Work(Work),
     /// The catalog's rows for this node, which a client's full anti-entropy sync compares
@@ -223,15 +224,15 @@ mod tests {
             PeerMessage::Barrier { ctx: 1, result: Err("No cluster leader".into()) },
             PeerMessage::Call {
                 ctx: 2,
-                call: Call::Api(ApiRequest::InDatacenter {
-                    dc: "dc2".into(),
-                    req: Box::new(ApiRequest::KvPut {
+                call: Call::Api {
+                    dc: Some("dc2".into()),
+                    req: ApiRequest::KvPut {
                         key: "k".into(),
                         value: b"v".to_vec(),
                         flags: 0,
                         mode: crate::fsm::kv::KvSetMode::Cas(3),
-                    }),
-                }),
+                    },
+                },
             },
             PeerMessage::Answer {
                 ctx: 2,
@@ -261,6 +262,17 @@ mod tests {
             assert_eq!(d.from(), Some("127.0.0.1:8300"));
             assert_eq!(got, sample());
         }
+    }
+
+    #[test]
+    fn a_request_for_another_datacenter_never_nests_on_the_wire() {
+        let inner = Box::new(ApiRequest::StatusLeader);
+        assert!(postcard::to_allocvec(&ApiRequest::InDatacenter { dc: "dc2".into(), req: inner }).is_err());
+        // The variant after the last one that travels is not decodable either.
+        let last = postcard::to_allocvec(&ApiRequest::AgentReload { services: vec![], checks: vec![] }).unwrap();
+        let mut nested = vec![last[0] + 1, 3, b'd', b'c', b'2'];
+        nested.extend(std::iter::repeat_n([last[0] + 1, 3, b'd', b'c', b'2'], 100_000).flatten());
+        assert!(postcard::from_bytes::<ApiRequest>(&nested).is_err());
     }
 
     #[test]

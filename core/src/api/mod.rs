@@ -229,17 +229,20 @@ pub enum ApiRequest {
     CoordinateDatacenters,
     /// `PUT /v1/coordinate/update`.
     CoordinateUpdate(Box<crate::fsm::coordinates::CoordinateEntry>),
-    /// `?dc=` naming another datacenter (or a write body's `Datacenter`): answered there,
-    /// by one of its servers found in the WAN pool.
-    InDatacenter {
-        dc: String,
-        req: Box<ApiRequest>,
-    },
     /// `PUT /v1/agent/reload` (or SIGHUP): the config files' services and checks as read
     /// again; the host has already named what cannot change without a restart.
     AgentReload {
         services: Vec<ServiceDef>,
         checks: Vec<CheckDef>,
+    },
+    /// `?dc=` naming another datacenter (or a write body's `Datacenter`): answered there,
+    /// by one of its servers found in the WAN pool. Never on the wire: a call carries the
+    /// datacenter beside the request (`rpc::Call::Api`), so a peer cannot nest requests
+    /// without bound and make decoding recurse as deep as it likes.
+    #[serde(skip)]
+    InDatacenter {
+        dc: String,
+        req: Box<ApiRequest>,
     },
 }
 

@@ -379,7 +379,7 @@ fn a_server_refuses_calls_for_its_own_agent_endpoints_and_raft_membership() {
     let from = crate::rpc::client_id("intruder");
     let mut answers = vec![];
     for (ctx, call) in [
-        (1, Call::Api(ApiRequest::AgentLeave)),
+        (1, Call::Api { dc: None, req: ApiRequest::AgentLeave }),
         (2, Call::Work(Work::RemovePeer(net.ids[1].clone()))),
         (
             3,

@@ -133,10 +133,16 @@ impl Node {
         req: ApiRequest,
         out: &mut Vec<Effect>,
     ) {
+        let deadline = self.call_deadline(&req);
+        // A request for another datacenter travels as the request and that datacenter's name.
+        let (mut wire_dc, mut req) = (None, req);
+        while let ApiRequest::InDatacenter { dc, req: inner } = req {
+            wire_dc = wire_dc.or(Some(dc));
+            req = *inner;
+        }
         let waiter =
             if matches!(req, ApiRequest::Dns(_)) { CallWaiter::Dns(id) } else { CallWaiter::Request(id) };
-        let deadline = self.call_deadline(&req);
-        self.call(dc, Call::Api(req), waiter, deadline, out);
+        self.call(dc, Call::Api { dc: wire_dc, req }, waiter, deadline, out);
     }
 
     /// How long a request may take at a server: a blocking read's wait (with the jitter
@@ -318,10 +324,14 @@ impl Node {
             return out.push(Effect::Send { to: from, msg: PeerMessage::Answer { ctx, answer } });
         }
         match call {
-            Call::Api(req) => {
+            Call::Api { dc, req } => {
                 let id = ReqId(self.remote.next_serving);
                 self.remote.next_serving += 1;
                 self.remote.serving.insert(id, (from, ctx));
+                let req = match dc {
+                    Some(dc) => ApiRequest::InDatacenter { dc, req: Box::new(req) },
+                    None => req,
+                };
                 self.request(self.now, id, req, out);
             }
             Call::Work(work) => self.submit(work, Some(Waiter::Call { to: from, ctx }), out),
@@ -386,7 +396,7 @@ impl Node {
 /// their own checked paths).
 fn callable(call: &Call) -> Result<(), &'static str> {
     match call {
-        Call::Api(req) if !req.needs_server() => Err("only server requests may be called"),
+        Call::Api { req, .. } if !req.needs_server() => Err("only server requests may be called"),
         Call::Work(Work::Commands(cmds))
             if !cmds.iter().all(|c| {
                 matches!(c, Command::Register(_) | Command::Deregister(_) | Command::Coordinates(_))
