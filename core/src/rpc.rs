@@ -269,7 +269,8 @@ mod tests {
         let inner = Box::new(ApiRequest::StatusLeader);
         assert!(postcard::to_allocvec(&ApiRequest::InDatacenter { dc: "dc2".into(), req: inner }).is_err());
         // The variant after the last one that travels is not decodable either.
-        let last = postcard::to_allocvec(&ApiRequest::AgentReload { services: vec![], checks: vec![] }).unwrap();
+        let last =
+            postcard::to_allocvec(&ApiRequest::AgentReload { services: vec![], checks: vec![] }).unwrap();
         let mut nested = vec![last[0] + 1, 3, b'd', b'c', b'2'];
         nested.extend(std::iter::repeat_n([last[0] + 1, 3, b'd', b'c', b'2'], 100_000).flatten());
         assert!(postcard::from_bytes::<ApiRequest>(&nested).is_err());

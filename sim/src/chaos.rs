@@ -11,6 +11,7 @@
 //! it dies and comes back, and when the liveness phase has settled; `run` drives it. Never
 //! uses real time, threads or OS randomness: a seed replays to the same trace hash.
 
+mod api;
 mod ledger;
 mod net;
 
@@ -25,6 +26,7 @@ use rand_core::RngCore;
 
 use crate::lin::{KvOp, LinResult, OpKind};
 
+pub(crate) use api::{read_request, text, KvWork};
 pub(crate) use ledger::Ledger;
 
 pub(crate) const ELECTION: Duration = Duration::from_millis(300);
@@ -33,8 +35,6 @@ pub(crate) const MAX_DRIFT: Duration = Duration::from_millis(30);
 /// Per-node clock rate error bound, parts per million: two clocks part by at most 2% of an
 /// election timeout (6 ms), well inside `MAX_DRIFT`.
 const MAX_DRIFT_PPM: u64 = 10_000;
-/// How long faults and new work go on before the liveness phase.
-const SAFETY_PHASE: Duration = Duration::from_secs(20);
 pub(crate) const KEYS: [&str; 3] = ["x", "y", "z"];
 const LIN_BUDGET: u64 = 2_000_000;
 /// Far above what a run queues (a few thousand events): more means messages breed messages,
@@ -98,6 +98,8 @@ pub(crate) struct Profile {
     pub wander_per_mille: u64,
     /// Chance a fault that hits one node aims at the leader.
     pub at_leader_per_mille: u64,
+    /// How long faults and new work go on before the liveness phase.
+    pub safety_phase: Duration,
 }
 
 impl Profile {
@@ -124,6 +126,7 @@ impl Profile {
             op_timeout: Duration::from_secs(2),
             wander_per_mille: 50 + below(200),
             at_leader_per_mille: 300 + below(500),
+            safety_phase: Duration::from_secs(20),
         }
     }
 }
@@ -533,10 +536,11 @@ pub(crate) trait World {
     /// Inputs only this world has (`Event::Local`).
     type Local;
     fn env(&mut self) -> &mut Env<Self::Local>;
-    /// Whether `node`'s process is running.
-    fn is_up(&self, node: usize) -> bool;
+    /// Whether `node`'s process is running (`&mut`, like `leader`: the worlds of whole
+    /// agents reach their processes through one mutable accessor).
+    fn is_up(&mut self, node: usize) -> bool;
     /// The live node leading the highest term, if any (the fault injector aims at it).
-    fn leader(&self) -> Option<usize>;
+    fn leader(&mut self) -> Option<usize>;
     fn deliver(&mut self, from: usize, to: usize, bytes: &[u8]) -> Result<(), String>;
     fn tick(&mut self, node: usize) -> Result<(), String>;
     fn persisted(&mut self, node: usize, token: PersistToken) -> Result<(), String>;
@@ -584,7 +588,8 @@ fn drive<W: World>(w: &mut W) -> Result<(), String> {
             env.schedule(at, e);
         }
     }
-    env.schedule(Time::ZERO + SAFETY_PHASE, Event::Liveness);
+    let phase = env.profile.safety_phase;
+    env.schedule(Time::ZERO + phase, Event::Liveness);
     while let Some(((at, _), event)) = w.env().queue.pop_first() {
         let env = w.env();
         env.now = at;

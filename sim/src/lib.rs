@@ -17,17 +17,21 @@
 //!
 //! The chaos worlds run clusters under the faults of `chaos` (network, clocks, disks,
 //! crashes, pauses) with a linearizability check (`lin`): `raft` runs bare Raft replicas,
-//! `nodes` whole servers driven through the API. The gossip world (`gossip`) runs a SWIM +
-//! Lifeguard pool under its own faults, on an engine that also scales to thousands of
-//! members (`gossip::scale`).
+//! `nodes` whole servers driven through the API, `clients` servers and client agents driven
+//! through the client agents' API (`fleet` hosts the agents of both). The gossip world
+//! (`gossip`) runs a SWIM + Lifeguard pool under its own faults, on an engine that also
+//! scales to thousands of members (`gossip::scale`).
 
 mod chaos;
+pub mod clients;
+mod fleet;
 pub mod gossip;
 pub mod lin;
 pub mod nodes;
 pub mod raft;
 
 pub use chaos::{ClusterOutcome, ClusterStats};
+pub use fleet::HostBugs;
 
 use std::collections::BTreeMap;
 

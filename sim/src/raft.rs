@@ -150,7 +150,7 @@ impl Cluster {
             RaftOutput::Send { to, msg } => {
                 self.env.check_wire(node, &msg)?;
                 let to: usize = to[1..].parse().expect("node ids are n<k>");
-                self.env.transmit(node, to, msg.encode());
+                self.env.transmit(node, to, msg.encode(), true);
             }
             RaftOutput::Persist { token, op } => self.env.persist(node, token, op)?,
             RaftOutput::SetTimer { at } => self.env.set_timer(node, at),
@@ -284,11 +284,11 @@ impl World for Cluster {
         &mut self.env
     }
 
-    fn is_up(&self, node: usize) -> bool {
+    fn is_up(&mut self, node: usize) -> bool {
         self.nodes[node].replica.is_some()
     }
 
-    fn leader(&self) -> Option<usize> {
+    fn leader(&mut self) -> Option<usize> {
         let leading = self.nodes.iter().enumerate().filter_map(|(i, n)| {
             let s = n.replica.as_ref()?.debug_state();
             (s.role == Role::Leader).then_some((s.term, i))

@@ -326,8 +326,14 @@ impl Agent {
                     let mut want = local.row.clone();
                     want.create_index = remote.create_index;
                     want.modify_index = remote.modify_index;
-                    if want != *remote && local.sync_after.is_none() {
+                    // An output-only update may be waiting for `check_update_interval`;
+                    // any other difference (a status write that was lost) is due now.
+                    if local.sync_after.is_some() {
+                        want.output = remote.output.clone();
+                    }
+                    if want != *remote {
                         local.in_sync = false;
+                        local.sync_after = None;
                     }
                 }
                 None if remote.check_id == SERF_HEALTH => {}
@@ -340,6 +346,7 @@ impl Agent {
         for lc in self.checks.values_mut() {
             if catalog.node_checks(&name).all(|r| r.check_id != lc.row.check_id) {
                 lc.in_sync = false;
+                lc.sync_after = None;
             }
         }
     }
@@ -399,6 +406,31 @@ mod tests {
         let later = Time(10) + Duration::from_secs(300);
         assert_eq!(a.next_deadline(), Some(later));
         assert_eq!(a.sync(&st.catalog, false, later).len(), 1);
+    }
+
+    /// Found by the simulator's clients world (seed 890): a status write that was lost, then
+    /// an output-only change, left the catalog wrong until `check_update_interval`.
+    #[test]
+    fn a_lost_status_write_is_repaired_even_while_an_output_change_waits() {
+        let mut a = agent();
+        let mut st = State::default();
+        a.add_check(check("c", "", Health::Warning), None, Time(0));
+        let cmds = a.sync(&st.catalog, false, Time(0));
+        apply_all(&mut st, cmds);
+        a.set_check("c", Health::Critical, "failing", Time(10));
+        let lost = a.sync(&st.catalog, false, Time(10));
+        assert_eq!(lost.len(), 1, "the status change goes out at once, and is lost");
+        a.set_check("c", Health::Critical, "TTL expired", Time(20));
+        assert!(a.sync(&st.catalog, false, Time(20)).is_empty(), "output-only: deferred");
+        let cmds = a.sync(&st.catalog, true, Time(30));
+        apply_all(&mut st, cmds);
+        let row = st.catalog.node_checks("n1").find(|c| c.check_id == "c").unwrap();
+        assert_eq!((row.status, row.output.as_str()), (Health::Critical, "TTL expired"));
+        // A check the catalog lost is due at once too, deferred output or not.
+        a.set_check("c", Health::Critical, "again", Time(40));
+        let gone = Deregistration { node: "n1".into(), service_id: None, check_id: Some("c".into()) };
+        apply_all(&mut st, vec![Command::Deregister(gone)]);
+        assert_eq!(a.sync(&st.catalog, true, Time(41)).len(), 1);
     }
 
     #[test]

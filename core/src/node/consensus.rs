@@ -193,6 +193,9 @@ impl Node {
                 RaftOutput::LeaderChanged { term, leader } => {
                     if leader.as_deref() == Some(self.id.as_str()) {
                         out.push(Effect::Emit(Event::BecameLeader { term }));
+                        if let Some(m) = self.membership.as_mut() {
+                            m.leadership_gained();
+                        }
                     }
                     self.cluster.leader_changed = true;
                 }

@@ -239,6 +239,13 @@ impl Membership {
         self.wan.as_ref().is_some_and(|w| w.members().any(|x| x.id.tags.get("dc").is_some_and(|d| d == dc)))
     }
 
+    /// This server just became leader: whatever it reconciled in an earlier term may have
+    /// been undone by the leaders between (a `serfHealth` they turned critical while it was
+    /// away), so it compares the whole member list at once.
+    pub(super) fn leadership_gained(&mut self) {
+        self.dirty = true;
+    }
+
     pub(super) fn reconciled(&mut self, now: Time, ok: bool) {
         self.reconciling = false;
         if !ok {

@@ -1,15 +1,16 @@
-//! `sim run --seeds A..B [--only node|cluster|nodes|gossip] [--plant BUG]`,
-//! `sim replay [--cluster|--nodes|--gossip] --seed S [--trace] [--plant BUG]` and
+//! `sim run --seeds A..B [--only node|cluster|nodes|gossip|clients] [--plant BUG]`,
+//! `sim replay [--cluster|--nodes|--gossip|--clients] --seed S [--trace] [--plant BUG]` and
 //! `sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]
 //! [--no-spread] [--runs K] [--slow-per-10k P] [--delay LO..HI] [--stall LEN_LO..LEN_HI/GAP_LO..GAP_HI|none]`.
 //!
 //! `run` runs every seed of the single-node world, of the replica cluster chaos world, of
-//! the nodes chaos world (whole servers) and of the gossip world twice and compares the
-//! trace hashes; a failure
+//! the nodes chaos world (whole servers), of the gossip world and of the clients chaos world
+//! (servers and client agents) twice and compares the trace hashes; a failure
 //! prints the seed, its trace hash and the replay command. A chaos seed whose
 //! linearizability search ran out of budget is reported and counted as unknown, never as
 //! passed, but does not fail the run: only a violation does. `--plant lease|fsync` turns on
-//! a planted bug in the replica cluster world, to watch it be caught.
+//! a planted bug in the replica cluster world, `--plant drop-work|lose-state` one in the
+//! clients world's hosts, to watch it be caught.
 //!
 //! Exit codes: 0 all seeds passed, 1 an invariant failed, 4 a seed was not deterministic,
 //! 2 usage.
@@ -18,29 +19,35 @@ use std::ops::Range;
 use std::process::ExitCode;
 
 use sim::lin::LinResult;
-use sim::nodes;
 use sim::raft::{self, ClusterOptions};
+use sim::{clients, nodes, HostBugs};
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: sim run --seeds A..B [--only node|cluster|nodes|gossip] [--plant lease|fsync]\n       \
-         sim replay [--cluster|--nodes|--gossip] --seed S [--trace] [--plant lease|fsync]   (SIM_OPS sets node ops per seed)\n       \
+        "usage: sim run --seeds A..B [--only node|cluster|nodes|gossip|clients] [--plant BUG]\n       \
+         sim replay [--cluster|--nodes|--gossip|--clients] --seed S [--trace] [--plant BUG]   (SIM_OPS sets node ops per seed)\n       \
+         (BUG: lease|fsync in the cluster world, drop-work|lose-state in the clients world)\n       \
          sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]\n                          \
          [--no-spread] [--runs K] [--slow-per-10k P] [--delay LO..HI] [--stall LEN_LO..LEN_HI/GAP_LO..GAP_HI|none]   (N defaults to $SIM_GOSSIP_NODES, else 10000; seconds)"
     );
     ExitCode::from(2)
 }
 
-/// The cluster options a `--plant` value stands for.
-fn planted(name: Option<&str>) -> Option<ClusterOptions> {
+/// The planted bugs a `--plant` value stands for: in the replica cluster world, or in the
+/// clients world's hosts.
+fn planted(name: Option<&str>) -> Option<(ClusterOptions, HostBugs)> {
+    let none = (ClusterOptions::default(), HostBugs::default());
     match name {
-        None => Some(ClusterOptions::default()),
-        Some("lease") => Some(ClusterOptions {
-            unsafe_skip_lease_check: true,
-            hunt_stale_reads: true,
-            ..Default::default()
-        }),
-        Some("fsync") => Some(ClusterOptions { ack_before_fsync: true, ..Default::default() }),
+        None => Some(none),
+        Some("lease") => Some((
+            ClusterOptions { unsafe_skip_lease_check: true, hunt_stale_reads: true, ..Default::default() },
+            HostBugs::default(),
+        )),
+        Some("fsync") => {
+            Some((ClusterOptions { ack_before_fsync: true, ..Default::default() }, HostBugs::default()))
+        }
+        Some("drop-work") => Some((none.0, HostBugs { drop_client_work: true, ..HostBugs::default() })),
+        Some("lose-state") => Some((none.0, HostBugs { lose_saved_state: true, ..HostBugs::default() })),
         Some(_) => None,
     }
 }
@@ -66,7 +73,7 @@ fn node_verdict(o: &sim::Outcome) -> (Verdict, String) {
     }
 }
 
-/// The verdict on a seed of a chaos world (`world`: "cluster" or "nodes").
+/// The verdict on a seed of a chaos world (`world`: "cluster", "nodes" or "clients").
 fn cluster_verdict(world: &str, o: &sim::ClusterOutcome) -> (Verdict, String) {
     let seed = o.seed;
     match (&o.violation, &o.lin) {
@@ -94,10 +101,15 @@ fn gossip_verdict(o: &sim::gossip::GossipOutcome) -> (Verdict, String) {
     }
 }
 
-const WORLDS: [&str; 4] = ["node", "cluster", "nodes", "gossip"];
+const WORLDS: [&str; 5] = ["node", "cluster", "nodes", "gossip", "clients"];
 
-fn run(seeds: Range<u64>, worlds: [bool; 4], options: ClusterOptions, plant: &str) -> ExitCode {
-    let (mut passed, mut unknown, mut failed, mut nondeterministic) = ([0u64; 4], 0, 0, 0);
+fn run(
+    seeds: Range<u64>,
+    worlds: [bool; 5],
+    (options, bugs): (ClusterOptions, HostBugs),
+    plant: &str,
+) -> ExitCode {
+    let (mut passed, mut unknown, mut failed, mut nondeterministic) = ([0u64; 5], 0, 0, 0);
     let mut combined = 0u64;
     for seed in seeds.clone() {
         for (world, on) in worlds.into_iter().enumerate() {
@@ -117,19 +129,31 @@ fn run(seeds: Range<u64>, worlds: [bool; 4], options: ClusterOptions, plant: &st
                     let o = nodes::run_nodes_seed(seed);
                     (cluster_verdict("nodes", &o), o.trace_hash)
                 }
-                _ => {
+                3 => {
                     let o = sim::gossip::run_gossip_seed(seed);
                     (gossip_verdict(&o), o.trace_hash)
                 }
+                _ => {
+                    let (o, _) = clients::run_clients_seed(seed, bugs);
+                    (cluster_verdict("clients", &o), o.trace_hash)
+                }
             };
-            let ((verdict, line), hash) = once();
-            let again = once().1;
+            // The two runs share nothing, so they run side by side: on two cores a seed
+            // costs one run. The second gets the main thread's stack size.
+            let (((verdict, line), hash), again) = std::thread::scope(|s| {
+                let second = std::thread::Builder::new()
+                    .stack_size(8 << 20)
+                    .spawn_scoped(s, || once().1)
+                    .expect("a thread starts");
+                (once(), second.join().expect("a run panicked"))
+            });
             combined = fold(combined, hash);
             let replay = match world {
                 0 => format!("replay: cargo run -p sim -- replay --seed {seed} --trace"),
                 1 => format!("replay: cargo run -p sim -- replay --cluster --seed {seed} --trace{plant}"),
                 2 => format!("replay: cargo run -p sim -- replay --nodes --seed {seed} --trace"),
-                _ => format!("replay: cargo run -p sim -- replay --gossip --seed {seed} --trace"),
+                3 => format!("replay: cargo run -p sim -- replay --gossip --seed {seed} --trace"),
+                _ => format!("replay: cargo run -p sim -- replay --clients --seed {seed} --trace{plant}"),
             };
             if verdict != Verdict::Pass {
                 println!("{line}\ntrace-hash: {hash:016x}\n{replay}");
@@ -148,8 +172,8 @@ fn run(seeds: Range<u64>, worlds: [bool; 4], options: ClusterOptions, plant: &st
     }
     println!(
         "seeds {}..{}, each run twice: node {} passed, cluster {} passed, nodes {} passed, gossip {} passed, \
-         {unknown} unknown, {failed} failed, {nondeterministic} not deterministic",
-        seeds.start, seeds.end, passed[0], passed[1], passed[2], passed[3]
+         clients {} passed, {unknown} unknown, {failed} failed, {nondeterministic} not deterministic",
+        seeds.start, seeds.end, passed[0], passed[1], passed[2], passed[3], passed[4]
     );
     println!("trace-hash: {combined:016x}");
     if failed > 0 {
@@ -166,25 +190,29 @@ fn main() -> ExitCode {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let has = |name: &str| args.iter().any(|a| a == name);
     let plant = flag("--plant").map(|p| format!(" --plant {p}")).unwrap_or_default();
-    let Some(options) = planted(flag("--plant").as_deref()) else { return usage() };
+    let Some(plants) = planted(flag("--plant").as_deref()) else { return usage() };
     match args.first().map(String::as_str) {
         Some("run") => {
             let Some(seeds) = flag("--seeds").as_deref().and_then(sim::parse_seeds) else { return usage() };
             let worlds = match flag("--only").as_deref() {
-                None => [true; 4],
+                None => [true; 5],
                 Some(only) if WORLDS.contains(&only) => WORLDS.map(|w| w == only),
                 Some(_) => return usage(),
             };
-            run(seeds, worlds, options, &plant)
+            run(seeds, worlds, plants, &plant)
         }
         Some("replay") => {
             let Some(seed) = flag("--seed").and_then(|s| s.parse().ok()) else { return usage() };
             let (trace, (verdict, line), hash, stats) = if has("--cluster") {
-                let (o, trace) = raft::run_cluster_traced(seed, options);
+                let (o, trace) = raft::run_cluster_traced(seed, plants.0);
                 (trace, cluster_verdict("cluster", &o), o.trace_hash, format!("\nstats: {:?}", o.stats))
             } else if has("--gossip") {
                 let (o, trace) = sim::gossip::run_gossip_traced(seed);
                 (trace, gossip_verdict(&o), o.trace_hash, format!("\nstats: {:?}", o.stats))
+            } else if has("--clients") {
+                let (o, stats, trace) = clients::run_clients_traced(seed, plants.1);
+                let stats = format!("\nstats: {:?}\nclient stats: {stats:?}", o.stats);
+                (trace, cluster_verdict("clients", &o), o.trace_hash, stats)
             } else if has("--nodes") {
                 let (o, trace) = nodes::run_nodes_traced(seed);
                 (trace, cluster_verdict("nodes", &o), o.trace_hash, format!("\nstats: {:?}", o.stats))

@@ -16,14 +16,17 @@ impl<L> Env<L> {
         Duration::from_nanos(d)
     }
 
-    /// Puts a message on the wire, unless the link is cut or the message is lost.
-    pub fn transmit(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+    /// Puts a message on the wire, unless the link is cut or the message is lost; only a
+    /// `datagram` may arrive twice (a stream carries each frame once).
+    pub fn transmit(&mut self, from: usize, to: usize, bytes: Vec<u8>, datagram: bool) {
         if self.blocked.contains(&(from, to))
             || (self.safety_phase() && self.chance(self.profile.loss_per_mille))
         {
             return;
         }
-        let copies = if self.safety_phase() && self.chance(self.profile.dup_per_mille) { 2 } else { 1 };
+        // Drawn for streams too, so which messages are datagrams shifts no other draw.
+        let twice = self.safety_phase() && self.chance(self.profile.dup_per_mille);
+        let copies = if twice && datagram { 2 } else { 1 };
         for _ in 0..copies {
             let mut at = self.now + self.delay();
             if self.profile.fifo {
