@@ -16,17 +16,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
-use muster_tests::bench::{self, TempDir};
-use muster_tests::{free_port, muster_bin, Agent};
+use muster_tests::bench::{
+    self, cpu_time_of, free_ports, http_load, median, ms, progress, request, thousands, Load, TempDir,
+};
+use muster_tests::{muster_bin, Agent};
 
 const SERVERS: usize = 3;
 const MANY: usize = 64;
@@ -34,94 +35,6 @@ const VALUE: &[u8] = b"0123456789abcdef";
 /// Keys written before the GET phases, so every GET finds its key.
 const GET_KEYS: u64 = 256;
 const FAILOVERS: usize = 5;
-
-/// What a load phase measured: successful requests per second and their latency percentiles.
-#[derive(Clone, Copy)]
-struct Load {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-    errors: u64,
-    /// Successful requests.
-    count: u64,
-    /// CPU time (user + system) all members of the cluster spent per successful request.
-    cpu_per_req: Duration,
-}
-
-/// Runs `clients` keep-alive HTTP/1.1 connections to `port` for `secs` (timed from when all
-/// are connected), each sending requests made by `make(client, n)`; a request counts when its
-/// status is 2xx and `ok(body)` holds, otherwise it is an error.
-async fn http_load<M, C>(port: u16, clients: usize, secs: u64, make: M, ok: C) -> Load
-where
-    M: Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
-    C: Fn(&[u8]) -> bool + Send + Sync + 'static,
-{
-    let (make, ok) = (Arc::new(make), Arc::new(ok));
-    let mut conns = Vec::new();
-    for _ in 0..clients {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (send, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(conn);
-        conns.push(send);
-    }
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .enumerate()
-        .map(|(c, mut send)| {
-            let (make, ok) = (make.clone(), ok.clone());
-            tokio::spawn(async move {
-                let (mut lat, mut errors, mut n) = (Vec::new(), 0u64, 0u64);
-                while Instant::now() < deadline {
-                    let t = Instant::now();
-                    let resp = send.send_request(make(c, n)).await.expect("request");
-                    let status = resp.status();
-                    let body = resp.into_body().collect().await.expect("body").to_bytes();
-                    if status.is_success() && ok(&body) {
-                        lat.push(t.elapsed());
-                    } else {
-                        if errors == 0 {
-                            eprintln!("client {c}: {status} {}", String::from_utf8_lossy(&body));
-                        }
-                        errors += 1;
-                    }
-                    n += 1;
-                }
-                (lat, errors)
-            })
-        })
-        .collect();
-    let (mut all, mut errors) = (Vec::new(), 0);
-    for t in tasks {
-        let (lat, e) = t.await.expect("client task");
-        all.extend(lat);
-        errors += e;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    let (p50, p99) = (pct(0.5), pct(0.99));
-    Load {
-        rps: all.len() as f64 / elapsed,
-        p50,
-        p99,
-        errors,
-        count: all.len() as u64,
-        cpu_per_req: Duration::ZERO,
-    }
-}
-
-/// CPU time (user + system) the processes have used so far.
-fn cpu_time(pids: &[u32]) -> Duration {
-    pids.iter().map(|p| bench::cpu_time(*p)).sum()
-}
 
 fn contains(body: &[u8], needle: &[u8]) -> bool {
     body.windows(needle.len()).any(|w| w == needle)
@@ -143,16 +56,6 @@ enum Read {
 enum Kind {
     Muster,
     Etcd,
-}
-
-fn request(method: &str, path: String, body: Bytes) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "127.0.0.1")
-        .header("content-type", "application/json")
-        .body(Full::new(body))
-        .expect("request")
 }
 
 fn etcd_put_body(key: &str) -> String {
@@ -234,18 +137,6 @@ impl Kind {
     }
 }
 
-/// `n` distinct free loopback ports.
-fn free_ports(n: usize) -> Vec<u16> {
-    let mut ports: Vec<u16> = Vec::new();
-    while ports.len() < n {
-        let p = free_port();
-        if !ports.contains(&p) {
-            ports.push(p);
-        }
-    }
-    ports
-}
-
 /// Polls `f` every 20 ms until it yields a value, panicking with `what` after `timeout`.
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -304,6 +195,8 @@ impl MusterCluster {
         muster_bin(); // build once, before three threads want it
         let dir = TempDir::new("muster");
         let server_ports = free_ports(SERVERS);
+        // Servers find each other by LAN gossip: each joins the others' gossip ports.
+        let serf_ports = free_ports(SERVERS);
         let args: Vec<Vec<String>> = (0..SERVERS)
             .map(|i| {
                 let mut a: Vec<String> = [
@@ -322,7 +215,8 @@ impl MusterCluster {
                 a.extend(["-data-dir".into(), dir.0.join(format!("s{i}")).display().to_string()]);
                 a.extend(["-node".into(), format!("s{i}")]);
                 a.extend(["-server-port".into(), server_ports[i].to_string()]);
-                for p in &server_ports {
+                a.extend(["-serf-lan-port".into(), serf_ports[i].to_string()]);
+                for p in &serf_ports {
                     a.extend(["-retry-join".into(), format!("127.0.0.1:{p}")]);
                 }
                 a
@@ -574,12 +468,6 @@ struct Results {
     elections: Vec<String>,
 }
 
-/// A progress line on stderr, stamped with the seconds since the bench started.
-fn progress(what: String) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    eprintln!("[{:6.1} s] {what}", START.get_or_init(Instant::now).elapsed().as_secs_f64());
-}
-
 /// The load phases, failover and rejoin on one cluster, then failover on fresh clusters.
 fn measure<C: Cluster>(start: impl Fn() -> C, rt: &tokio::runtime::Runtime, secs: u64) -> Results {
     let mut c = start();
@@ -594,9 +482,9 @@ fn measure<C: Cluster>(start: impl Fn() -> C, rt: &tokio::runtime::Runtime, secs
     // Runs one load phase, adding the members' CPU time and noting any election during it.
     let phase = |what: String, run: &dyn Fn() -> Load| {
         progress(format!("{name}: {what}"));
-        let (cpu, term) = (cpu_time(&pids), c.max_term());
+        let (cpu, term) = (cpu_time_of(&pids), c.max_term());
         let load = run();
-        let cpu = cpu_time(&pids) - cpu;
+        let cpu = cpu_time_of(&pids) - cpu;
         let after = c.max_term();
         if after != term {
             progress(format!("{name}: {what}: ELECTION during the phase, term {term} → {after}"));
@@ -678,22 +566,6 @@ fn find_etcd() -> Result<(PathBuf, String), String> {
     Ok((bin, version))
 }
 
-fn thousands(x: f64) -> String {
-    let s = format!("{:.0}", x);
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn cell(l: Option<Load>) -> String {
     match l {
         None => "—".into(),
@@ -725,12 +597,6 @@ fn ratio_cell(m: Option<Load>, e: Option<Load>) -> String {
     }
 }
 
-fn median(v: &[Duration]) -> Option<Duration> {
-    let mut v = v.to_vec();
-    v.sort();
-    v.get(v.len() / 2).copied()
-}
-
 fn failover_cell(v: &[Duration]) -> String {
     match median(v) {
         None => "—".into(),
@@ -742,18 +608,10 @@ fn failover_cell(v: &[Duration]) -> String {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    let Some(bench::Run { secs, rt, started, loadavg }) = bench::start() else {
         return; // `cargo test --all-targets` probes benches; nothing to list
-    }
-    let secs: u64 = std::env::var("MUSTER_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let started = Instant::now();
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let loadavg = loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    };
 
-    progress("building muster".into());
-    muster_bin();
     let muster = measure(MusterCluster::start, &rt, secs);
     let (etcd, etcd_name) = match find_etcd() {
         Ok((bin, version)) => {

@@ -416,10 +416,196 @@ impl Resp {
     }
 }
 
-/// What the benchmarks read about processes and where they keep their files.
+/// What the benchmarks share: the keep-alive HTTP load generator and its results, what they
+/// read about processes, where they keep their files, and how they print figures.
 pub mod bench {
     use std::path::PathBuf;
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::Request;
+    use hyper_util::rt::TokioIo;
+
+    /// What a load phase measured: successful requests per second and their latency percentiles.
+    #[derive(Clone, Copy)]
+    pub struct Load {
+        pub rps: f64,
+        pub p50: Duration,
+        pub p99: Duration,
+        pub p999: Duration,
+        pub errors: u64,
+        /// Successful requests.
+        pub count: u64,
+        /// CPU time (user + system) the measured processes spent per successful request
+        /// (zero as `http_load` returns it; the caller knows which processes to count).
+        pub cpu_per_req: Duration,
+    }
+
+    /// Runs `clients` keep-alive HTTP/1.1 connections to `port` for `secs` (timed from when all
+    /// are connected), each sending requests made by `make(client, n)`; a request counts when its
+    /// status is 2xx and `ok(body)` holds, otherwise it is an error.
+    pub async fn http_load<M, C>(port: u16, clients: usize, secs: u64, make: M, ok: C) -> Load
+    where
+        M: Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
+        C: Fn(&[u8]) -> bool + Send + Sync + 'static,
+    {
+        let (make, ok) = (Arc::new(make), Arc::new(ok));
+        let mut conns = Vec::new();
+        for _ in 0..clients {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+            tokio::spawn(conn);
+            conns.push(send);
+        }
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(secs);
+        let tasks: Vec<_> = conns
+            .into_iter()
+            .enumerate()
+            .map(|(c, mut send)| {
+                let (make, ok) = (make.clone(), ok.clone());
+                tokio::spawn(async move {
+                    let (mut lat, mut errors, mut n) = (Vec::new(), 0u64, 0u64);
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let resp = send.send_request(make(c, n)).await.expect("request");
+                        let status = resp.status();
+                        let body = resp.into_body().collect().await.expect("body").to_bytes();
+                        if status.is_success() && ok(&body) {
+                            lat.push(t.elapsed());
+                        } else {
+                            if errors == 0 {
+                                eprintln!("client {c}: {status} {}", String::from_utf8_lossy(&body));
+                            }
+                            errors += 1;
+                        }
+                        n += 1;
+                    }
+                    (lat, errors)
+                })
+            })
+            .collect();
+        let (mut all, mut errors) = (Vec::new(), 0);
+        for t in tasks {
+            let (lat, e) = t.await.expect("client task");
+            all.extend(lat);
+            errors += e;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        all.sort();
+        Load {
+            rps: all.len() as f64 / elapsed,
+            p50: percentile(&all, 0.5),
+            p99: percentile(&all, 0.99),
+            p999: percentile(&all, 0.999),
+            errors,
+            count: all.len() as u64,
+            cpu_per_req: Duration::ZERO,
+        }
+    }
+
+    /// The `p` quantile (0..1) of sorted durations, zero when there are none.
+    pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+        sorted
+            .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The median (the upper one of an even count), `None` for no values.
+    pub fn median(v: &[Duration]) -> Option<Duration> {
+        let mut v = v.to_vec();
+        v.sort();
+        v.get(v.len() / 2).copied()
+    }
+
+    /// A request with the headers the benchmarks send (`host`, JSON content type).
+    pub fn request(method: &str, path: String, body: Bytes) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .expect("request")
+    }
+
+    /// `n` distinct free loopback ports.
+    pub fn free_ports(n: usize) -> Vec<u16> {
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < n {
+            let p = super::free_port();
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        ports
+    }
+
+    /// A progress line on stderr, stamped with the seconds since the first one.
+    pub fn progress(what: String) {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        eprintln!("[{:6.1} s] {what}", START.get_or_init(Instant::now).elapsed().as_secs_f64());
+    }
+
+    /// A whole number with thousands separators: 12345.6 → "12,346".
+    pub fn thousands(x: f64) -> String {
+        let s = format!("{:.0}", x);
+        let mut out = String::new();
+        for (i, ch) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(ch);
+        }
+        out
+    }
+
+    /// Milliseconds with two decimals: "1.23 ms".
+    pub fn ms(d: Duration) -> String {
+        format!("{:.2} ms", d.as_secs_f64() * 1e3)
+    }
+
+    /// What a load benchmark starts with.
+    pub struct Run {
+        /// Each load phase's length in seconds: `MUSTER_BENCH_SECS`, default 4.
+        pub secs: u64,
+        /// The runtime `http_load` runs on: one worker thread, so the load generator takes at
+        /// most one core from the agents it measures.
+        pub rt: tokio::runtime::Runtime,
+        pub started: Instant,
+        /// The machine's 1, 5 and 15 minute load averages at the start (/proc/loadavg).
+        pub loadavg: String,
+    }
+
+    /// Reads the settings, notes the load average and builds the release `muster` binary;
+    /// `None` when `cargo test --all-targets` only probes the bench (`--list`, `--test`).
+    pub fn start() -> Option<Run> {
+        if std::env::args().any(|a| a == "--list" || a == "--test") {
+            return None;
+        }
+        let secs = std::env::var("MUSTER_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let loadavg = loadavg.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let started = Instant::now();
+        progress("building muster".into());
+        super::muster_bin();
+        Some(Run { secs, rt, started, loadavg })
+    }
+
+    /// CPU time (user + system) the processes have used so far, together.
+    pub fn cpu_time_of(pids: &[u32]) -> Duration {
+        pids.iter().map(|p| cpu_time(*p)).sum()
+    }
 
     /// A directory under the temp dir, removed on drop.
     pub struct TempDir(pub PathBuf);
