@@ -147,8 +147,15 @@ impl Membership {
         let mut wan_seed = seed;
         wan_seed[31] ^= 0x5a;
         let join_wan = if wan_me.is_some() { setup.join_wan } else { vec![] };
+        // The same -retry-join list is often given to every server, this one included:
+        // joining itself is nothing to retry, and a list of only itself means there is
+        // nobody to join yet (others will join it).
+        let own = |addrs: Vec<String>, me: Option<&Identity>| -> Vec<String> {
+            addrs.into_iter().filter(|a| me.is_none_or(|me| **a != *me.addr)).collect()
+        };
+        let (join_lan, join_wan) = (own(setup.join, Some(&lan_me)), own(join_wan, wan_me.as_ref()));
         let retry =
-            [(Pool::Lan, setup.join, setup.retry_interval), (Pool::Wan, join_wan, setup.retry_interval_wan)]
+            [(Pool::Lan, join_lan, setup.retry_interval), (Pool::Wan, join_wan, setup.retry_interval_wan)]
                 .into_iter()
                 .filter(|(_, addrs, _)| !addrs.is_empty())
                 .map(|(pool, addrs, every)| {
