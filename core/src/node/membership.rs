@@ -130,7 +130,8 @@ pub(super) struct Membership {
     dropped: BTreeMap<Pool, u64>,
     /// Keyring requests waiting for their query's answers: token → (request, operation).
     keyring: BTreeMap<u64, (ReqId, KeyringOp)>,
-    /// LAN members of this datacenter that are servers: name → server RPC address.
+    /// Alive LAN members of this datacenter that are servers (this one aside): name →
+    /// server RPC address. Kept as members change, since clients consult it per request.
     pub(super) servers: BTreeMap<String, String>,
     dirty: bool,
     reconciling: bool,
@@ -212,16 +213,12 @@ impl Membership {
         self.next_reconcile
     }
 
-    /// A reconcile's writes landed (or failed: then try again shortly, not at once, since
-    /// a leader change or a membership change in progress is the usual reason).
     /// Server addresses of the members gossip believes alive that serve `dc` (`None`: this
-    /// agent's own datacenter, from the LAN pool; another from the WAN pool), never `me`.
+    /// agent's own datacenter, kept as members change; another from the WAN pool), never
+    /// `me`.
     pub(super) fn alive_servers(&self, dc: Option<&str>, me: &super::NodeInfo) -> Vec<String> {
-        let (pool, dc) = match dc {
-            None => (Some(&self.lan), me.datacenter.as_str()),
-            Some(dc) => (self.wan.as_ref(), dc),
-        };
-        let Some(pool) = pool else { return vec![] };
+        let Some(dc) = dc else { return self.servers.values().cloned().collect() };
+        let Some(pool) = self.wan.as_ref() else { return vec![] };
         pool.members()
             .filter(|x| !x.down() && *x.id.name != *me.name)
             .filter_map(|x| server_rpc(&x.id, dc))
@@ -253,6 +250,8 @@ impl Membership {
         self.dirty = true;
     }
 
+    /// A reconcile's writes landed (or failed: then try again shortly, not at once, since
+    /// a leader change or a membership change in progress is the usual reason).
     pub(super) fn reconciled(&mut self, now: Time, ok: bool) {
         self.reconciling = false;
         if !ok {
@@ -386,10 +385,10 @@ impl Node {
                                 m.servers.insert(member.name.to_string(), rpc);
                                 self.flood_wan(&member, out);
                             }
-                            Change::Left | Change::Reaped => {
+                            // A failed server that recovers comes back as `Joined`.
+                            Change::Left | Change::Reaped | Change::Failed => {
                                 m.servers.remove(member.name.as_ref());
                             }
-                            Change::Failed => {}
                         }
                     }
                 }
