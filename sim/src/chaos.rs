@@ -6,10 +6,11 @@
 //! entries survives and recovery sees the rest as absent); pauses (a paused node's inputs
 //! wait); the fault clocks; the clients' operations and their history; the trace; and the
 //! ledgers of Raft's invariants (`ledger`). Each seed draws its fault mix (a swarm profile),
-//! runs a safety phase, then a liveness phase: heal, restart everything, stop faults and new
-//! work. A `World` supplies the processes: how a node steps, what a client asks of it, how
-//! it dies and comes back, and when the liveness phase has settled; `run` drives it. Never
-//! uses real time, threads or OS randomness: a seed replays to the same trace hash.
+//! runs a safety phase, then a liveness phase: heal, restart everything (but a node its world
+//! let die for good), stop faults and new work. A `World` supplies the processes: how a node
+//! steps, what a client asks of it, how it dies and comes back, and when the liveness phase
+//! has settled; `run` drives it. Never uses real time, threads or OS randomness: a seed
+//! replays to the same trace hash.
 
 mod api;
 mod ledger;
@@ -553,6 +554,11 @@ pub(crate) trait World {
     fn kill(&mut self, node: usize);
     /// Starts `node`'s process again from what its disk held.
     fn revive(&mut self, node: usize, seed: [u8; 32], disk: Recovered) -> Result<(), String>;
+    /// Whether `node` has died for good: it is not restarted, not even by the liveness
+    /// phase.
+    fn stays_down(&mut self, _node: usize) -> bool {
+        false
+    }
     /// Called every 50 ms of the liveness phase; `Some` ends the run.
     fn liveness_check(&mut self) -> Result<Option<Result<(), String>>, String>;
 }
@@ -732,7 +738,7 @@ fn crash_node<W: World>(w: &mut W, node: usize) {
 }
 
 fn restart<W: World>(w: &mut W, node: usize) -> Result<(), String> {
-    if w.is_up(node) {
+    if w.is_up(node) || w.stays_down(node) {
         return Ok(());
     }
     let env = w.env();

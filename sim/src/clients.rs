@@ -16,19 +16,26 @@
 //! until each succeeds; the phase settles once gossip agrees, every server has applied
 //! everything and every server's catalog holds exactly each client's local services and
 //! checks with their statuses (`serfHealth` aside); then durability, and each client's
-//! services against the model. Never looks inside a node beyond `local()`, `state()` and
+//! services against the model. On half the seeds one client agent dies for good (killed in
+//! the safety phase, half the time in its last half second, and never restarted): within
+//! `dead_bound` of the heal every live agent's gossip must hold it failed and every server's
+//! catalog its `serfHealth` critical (or no node for it), none of its services served (each
+//! has a critical check), and then each live client's `?passing` health reads and DNS
+//! lookups of the services must leave it out; the other checks skip it. Never looks inside a node beyond `local()`, `state()` and
 //! `lan_members()`, and never takes a client's `state()` for the catalog.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use muster_core::api::defs::{CheckDef, ServiceDef};
+use muster_core::api::dns::{DnsQuestion, RData, Rcode, RecordType};
 use muster_core::api::{ApiRequest, ApiResponse, Body, Consistency, QueryOpts};
 use muster_core::fsm::catalog::Health;
+use muster_core::gossip::MemberStatus;
 use muster_core::ids::{Index, ReqId};
 use muster_core::io::Input;
 use muster_core::time::{Duration, Time};
 use rand_chacha::ChaCha8Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 
 use crate::chaos::{self, fmt_duration, Env, KvWork, Outcome, Profile, ELECTION, KEYS};
 use crate::fleet::{self, Fleet, FleetWorld, HostBugs, AE_INTERVAL, GOSSIP_SETTLE, HOLD};
@@ -62,6 +69,52 @@ fn live_bound() -> Duration {
     10 * ELECTION + 2 * HOLD + GOSSIP_SETTLE + 3 * AE_INTERVAL
 }
 
+/// How soon the leader tries again a reconcile whose write failed (core's
+/// `membership::RECONCILE_RETRY`).
+const RECONCILE_RETRY: Duration = Duration::from_secs(1);
+
+/// How long after the heal the client agent that died for good may still look alive
+/// anywhere, with `agents` agents (it included) on `fleet::lan_gossip`'s timers. First
+/// every live agent fails it: its turn to be probed comes within two shuffled rounds (two
+/// probe intervals per member), each interval and the probe's timeout stretched by up to
+/// Lifeguard's awareness multiplier while the prober's own acks go missing; then the
+/// longest suspicion (`suspicion_max_timeout_mult` × `suspicion_mult` probe intervals, the
+/// minimum below ten members), and a push-pull interval for an agent that missed every
+/// notice. Then the leader's reconcile, which a member change starts at once (`dirty`; its
+/// 60 s timer is a backstop this bound leaves out): a leader (ten election timeouts, as in
+/// `live_bound`) caught up on its predecessors' writes, the write held at most twice
+/// `HOLD`, and two retries of a write that failed. With 7 agents: 11.2 + 0.8 + 1.8 + 5 +
+/// 3 + 3 + 2 = 26.8 s.
+fn dead_bound(agents: usize) -> Duration {
+    let g = fleet::lan_gossip();
+    let stretch = g.awareness_max_multiplier;
+    let probed = g.probe_interval * (2 * agents as u32) * stretch + g.probe_timeout * stretch;
+    let suspicion = g.probe_interval * g.suspicion_mult * g.suspicion_max_timeout_mult;
+    let reconcile = 10 * ELECTION + 2 * HOLD + 2 * RECONCILE_RETRY;
+    probed + suspicion + g.push_pull_interval + reconcile
+}
+
+/// The client agent that dies for good on `seed`, if any, and when: on half the seeds, in
+/// the safety phase after its first second, half the time in its last half second (gossip
+/// then fails it after the heal). Drawn apart from the world's own randomness, so the other
+/// seeds run as they did without it.
+fn draw_dead(seed: u64, clients: usize) -> Option<(usize, Time)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4445_4144);
+    let mut below = |n: u64| rng.next_u64() % n;
+    if below(2) == 0 {
+        return None;
+    }
+    let c = below(clients as u64) as usize;
+    let end = SAFETY_PHASE.as_nanos() as u64;
+    let at =
+        if below(2) == 0 { 1_000_000_000 + below(end - 1_000_000_000) } else { end - 1 - below(500_000_000) };
+    Some((SERVERS + c, Time(at)))
+}
+
+/// The reads each live client agent makes once the dead client looks dead everywhere: per
+/// service it may have registered, a `?passing` health read and a DNS lookup.
+const PROBES: usize = 2 * SERVICES.len();
+
 /// What happened, so tests can check the world's features were exercised.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientStats {
@@ -86,6 +139,11 @@ pub struct ClientStats {
     pub calls_undelivered: u64,
     pub answers_lost: u64,
     pub liveness_retries: u64,
+    /// Seeds whose client agent died for good, and the reads checked to leave it out.
+    pub dead_clients: u64,
+    pub dead_probes_ok: u64,
+    /// How long after the heal the dead client first looked dead everywhere.
+    pub dead_settled_ms: Option<u64>,
 }
 
 pub fn run_clients_seed(seed: u64, bugs: HostBugs) -> (ClusterOutcome, ClientStats) {
@@ -122,6 +180,12 @@ enum What {
         query: String,
         min_index: u64,
         wait: Option<Duration>,
+    },
+    /// A `?passing` health read, or a DNS lookup, of `service`, which must leave out the
+    /// dead client.
+    Probe {
+        service: &'static str,
+        dns: bool,
     },
 }
 
@@ -184,6 +248,12 @@ struct Clients {
     indexes: BTreeMap<String, u64>,
     /// Per client agent, the liveness task under way and its latest request.
     live: Vec<(usize, Option<usize>)>,
+    /// The client agent that died for good, if one did.
+    dead: Option<usize>,
+    /// When it first looked dead everywhere after the heal.
+    dead_settled: Option<Time>,
+    /// Per client agent, the probe under way (of `PROBES`) and its latest request.
+    probes: Vec<(usize, Option<usize>)>,
     stats: ClientStats,
 }
 
@@ -203,14 +273,28 @@ impl Clients {
         let (env, seeds) = Env::new(rng, profile);
         let mut fleet = Fleet::new(env, SERVERS, seeds);
         fleet.bugs = bugs;
+        let mut live = vec![(0, None); clients];
+        let mut probes = vec![(PROBES, None); clients];
+        let dead = draw_dead(seed, clients);
+        if let Some((agent, at)) = dead {
+            fleet.gone = dead;
+            fleet.env.schedule(at, chaos::Event::CrashNode { node: agent });
+            live[agent - SERVERS].0 = TASKS.len();
+            for (c, p) in probes.iter_mut().enumerate() {
+                p.0 = if SERVERS + c == agent { PROBES } else { 0 };
+            }
+        }
         Clients {
             fleet,
             kv: KvWork::default(),
             reqs: Vec::new(),
             model: vec![BTreeMap::new(); clients],
             indexes: BTreeMap::new(),
-            live: vec![(0, None); clients],
-            stats: ClientStats { clients, ..ClientStats::default() },
+            live,
+            dead: dead.map(|(agent, _)| agent),
+            dead_settled: None,
+            probes,
+            stats: ClientStats { clients, dead_clients: u64::from(dead.is_some()), ..ClientStats::default() },
         }
     }
 
@@ -226,6 +310,11 @@ impl Clients {
 
     fn clients(&self) -> std::ops::Range<usize> {
         SERVERS..self.fleet.agents.len()
+    }
+
+    /// The client agents that live on: all but the one that died for good.
+    fn live_clients(&self) -> impl Iterator<Item = usize> + '_ {
+        self.clients().filter(|c| Some(*c) != self.dead)
     }
 
     /// `user` sends `req` to client agent `agent`.
@@ -358,13 +447,55 @@ impl Clients {
                 true
             }
             // A read no server could answer in time (none known, no leader, a call lost).
-            (What::Read { .. }, 500) => false,
+            (What::Read { .. } | What::Probe { dns: false, .. }, 500) => false,
+            (What::Probe { service, dns }, 200) => {
+                let (service, dns) = (*service, *dns);
+                return self.judge_probe(r, service, dns, resp);
+            }
             (what, _) => {
                 return env
                     .fail(format!("n{agent} answered request {r} ({what:?}) with {status} {:?}", resp.body))
             }
         };
         Ok(ok)
+    }
+
+    /// Whether probe `r`'s answer (200) leaves out the dead client; `Ok(false)` when no
+    /// server could answer (a DNS lookup says so by SERVFAIL).
+    fn judge_probe(
+        &mut self,
+        r: usize,
+        service: &str,
+        dns: bool,
+        resp: &ApiResponse,
+    ) -> Result<bool, String> {
+        let dead = self.dead.expect("probes only with a dead client");
+        let name = &self.fleet.agents[dead].name;
+        let found = match (&resp.body, dns) {
+            (Body::Dns(a), true) if a.rcode == Rcode::ServFail => return Ok(false),
+            (Body::Dns(a), true) => {
+                let addr = fleet::address(dead);
+                a.answers.iter().chain(&a.additional).any(|rec| match &rec.data {
+                    RData::A(ip) => ip.to_string() == addr,
+                    RData::Srv { target, .. } => target.starts_with(&format!("{name}.")),
+                    _ => false,
+                })
+            }
+            (Body::JsonText(text), false) => text.contains(&format!("\"Node\":\"{name}\"")),
+            _ => return self.fleet.env.fail(format!("probe request {r} answered 200 with {resp:?}")),
+        };
+        if found {
+            let env = &self.fleet.env;
+            let settled = self.dead_settled.map_or(Duration::ZERO, |t| env.now.since(t));
+            return env.fail(format!(
+                "dead client {name}: n{} served it in a passing read of {service} (request {r}), \
+                 {} after every server's catalog had it critical: {resp:?}",
+                self.reqs[r].agent,
+                fmt_duration(settled)
+            ));
+        }
+        self.stats.dead_probes_ok += 1;
+        Ok(true)
     }
 
     /// A health or catalog read of what client agent `agent` registers, blocking on the
@@ -411,21 +542,28 @@ impl Clients {
         self.issue(user, agent, What::Ttl { service: service.into(), known: false }, req);
     }
 
+    /// Where a run of liveness requests stands, given its step under way and that step's
+    /// latest request: `None` while the request is under way, else the step to send (the
+    /// next once the request succeeded, the same again if it failed).
+    fn advance(&mut self, (step, last): (usize, Option<usize>)) -> Option<usize> {
+        let (step, retry) = match last.map(|r| self.reqs[r].stage) {
+            Some(Stage::Sent | Stage::Waiting { .. }) => return None,
+            Some(Stage::Answered { ok: true }) => (step + 1, false),
+            Some(_) => (step, true),
+            None => (step, false),
+        };
+        self.stats.liveness_retries += u64::from(retry);
+        Some(step)
+    }
+
     /// Sends the next request of client agent `c`'s liveness tasks, or the same again if
     /// it failed; whether they are all done.
     fn live_task(&mut self, c: usize) -> bool {
-        let (task, last) = self.live[c];
-        if task == TASKS.len() {
+        if self.live[c].0 == TASKS.len() {
             return true;
         }
         let agent = SERVERS + c;
-        let (task, retry) = match last.map(|r| self.reqs[r].stage) {
-            Some(Stage::Sent | Stage::Waiting { .. }) => return false,
-            Some(Stage::Answered { ok: true }) => (task + 1, false),
-            Some(_) => (task, true),
-            None => (task, false),
-        };
-        self.stats.liveness_retries += u64::from(retry);
+        let Some(task) = self.advance(self.live[c]) else { return false };
         self.live[c].0 = task;
         let Some(&t) = TASKS.get(task) else { return true };
         let user = self.fleet.env.profile.clients + c;
@@ -454,6 +592,67 @@ impl Clients {
         }
         self.live[c].1 = Some(self.reqs.len() - 1);
         false
+    }
+
+    /// Sends client agent `c`'s next probe of the dead client's services, or the same
+    /// again if it failed; whether they are all done.
+    fn dead_probe(&mut self, c: usize) -> bool {
+        if self.probes[c].0 == PROBES {
+            return true;
+        }
+        let Some(probe) = self.advance(self.probes[c]) else { return false };
+        self.probes[c].0 = probe;
+        if probe == PROBES {
+            return true;
+        }
+        let (service, dns) = (SERVICES[probe / 2], probe % 2 == 1);
+        let req = if dns {
+            let name = format!("{service}.service.consul.");
+            ApiRequest::Dns(DnsQuestion { name, qtype: RecordType::A, plain_udp: false })
+        } else {
+            let q = QueryOpts::default();
+            ApiRequest::HealthService { service: service.into(), tags: vec![], passing: true, q, near: None }
+        };
+        let user = self.fleet.env.profile.clients + c;
+        self.issue(user, SERVERS + c, What::Probe { service, dns }, req);
+        self.probes[c].1 = Some(self.reqs.len() - 1);
+        false
+    }
+
+    /// Why the client agent that died for good does not look dead yet, if it does not: a
+    /// live agent's gossip still holds it alive, or a server's catalog holds its node with
+    /// `serfHealth` not critical or a service without a critical check (DNS serves those,
+    /// and `?passing` those whose checks all pass). A catalog without its node is fine: a
+    /// leader whose gossip does not know the member deregisters a node with `serfHealth`.
+    fn dead_diff(&self) -> Option<String> {
+        let dead = self.dead?;
+        let name = &self.fleet.agents[dead].name;
+        for (i, a) in self.fleet.agents.iter().enumerate() {
+            let Some(n) = a.node.as_ref() else { continue };
+            let members = n.lan_members();
+            let alive = |st: &MemberStatus| matches!(st, MemberStatus::Alive | MemberStatus::Leaving);
+            if let Some((_, st)) = members.iter().find(|(m, st)| m == name && alive(st)) {
+                return Some(format!("n{i}'s gossip holds {name} {st:?}"));
+            }
+            let cat = &n.state().catalog;
+            if self.fleet.is_client(i) || cat.node(name).is_none() {
+                continue;
+            }
+            let serf = cat.node_checks(name).find(|c| c.check_id == "serfHealth").map(|c| c.status);
+            let worst = |id: &str| cat.instance_checks(name, id).map(|c| c.status).max();
+            let served: Vec<(&str, Option<Health>)> = cat
+                .node_services(name)
+                .map(|s| (s.id.as_str(), worst(&s.id)))
+                .filter(|(_, worst)| *worst != Some(Health::Critical))
+                .collect();
+            if serf != Some(Health::Critical) || !served.is_empty() {
+                return Some(format!(
+                    "n{i}'s catalog has {name}'s serfHealth {serf:?}, and its services (worst check) \
+                     {served:?} still served"
+                ));
+            }
+        }
+        None
     }
 
     /// How a server's catalog differs from client agent `agent`'s local services and checks
@@ -487,16 +686,28 @@ impl Clients {
         })
     }
 
+    /// What each live agent's gossip holds of the dead client (`None`: no entry).
+    fn dead_views(&self, dead: usize) -> String {
+        let name = &self.fleet.agents[dead].name;
+        let views: Vec<String> = (self.fleet.agents.iter().enumerate())
+            .filter_map(|(i, a)| {
+                let st = a.node.as_ref()?.lan_members().into_iter().find(|(m, _)| m == name).map(|(_, s)| s);
+                Some(format!("n{i} {st:?}"))
+            })
+            .collect();
+        format!("gossip holds {name}: {}", views.join(", "))
+    }
+
     /// The first difference between a server's catalog and a client agent's local state.
     fn first_catalog_diff(&self) -> Option<String> {
-        let pairs = (0..SERVERS).flat_map(|s| self.clients().map(move |c| (s, c)));
+        let pairs = (0..SERVERS).flat_map(|s| self.live_clients().map(move |c| (s, c)));
         pairs.into_iter().find_map(|(s, c)| self.catalog_diff(s, c))
     }
 
     /// Each client agent holds the services its API registrations left it with, restarts
     /// included.
     fn check_model(&self) -> Result<(), String> {
-        for c in self.clients() {
+        for c in self.live_clients() {
             let node = self.fleet.agents[c].node.as_ref().expect("all restarted");
             let have: BTreeMap<String, Svc> = node
                 .local()
@@ -609,13 +820,42 @@ impl FleetWorld for Clients {
         }
     }
 
-    /// After the heal: every client agent's tasks succeed, every request is settled, every
-    /// server applies every committed entry, gossip agrees and the catalogs hold what the
-    /// client agents hold; then durability and the registrations model.
+    /// After the heal: every live client agent's tasks succeed, every request is settled,
+    /// every server applies every committed entry, gossip agrees and the catalogs hold what
+    /// the client agents hold; the dead client, if any, looks dead everywhere within
+    /// `dead_bound`, and then every live client's probes leave it out; then durability and
+    /// the registrations model.
     fn liveness_check(&mut self) -> Result<Option<Result<(), String>>, String> {
-        let mut tasks_done = true;
+        let dead = self.dead_diff();
+        let since = self.fleet.env.since_liveness();
+        if let (Some(d), None) = (self.dead, &dead) {
+            if self.dead_settled.is_none() {
+                self.dead_settled = Some(self.fleet.env.now);
+                self.stats.dead_settled_ms = Some(since.as_millis() as u64);
+                self.fleet.env.note(|_| format!("n{d} looks dead everywhere"));
+            }
+        }
+        if let (Some(d), Some(why)) = (self.dead, &dead) {
+            let bound = dead_bound(self.fleet.agents.len());
+            if since > bound {
+                let leader = <Self as chaos::World>::leader(self).map(|l| format!("n{l}"));
+                let name = &self.fleet.agents[d].name;
+                return self.fleet.env.fail(format!(
+                    "dead client {name} (n{d}) still looks alive {} after the heal (bound {}): {why} \
+                     ({}; leader {})",
+                    fmt_duration(since),
+                    fmt_duration(bound),
+                    self.dead_views(d),
+                    leader.unwrap_or_else(|| "none".into())
+                ));
+            }
+        }
+        let (mut tasks_done, mut probes_done) = (true, true);
         for c in 0..self.live.len() {
-            tasks_done &= self.live_task(c);
+            let done = self.live_task(c);
+            tasks_done &= done;
+            probes_done &=
+                if done && dead.is_none() { self.dead_probe(c) } else { self.probes[c].0 == PROBES };
         }
         let f = &self.fleet;
         let applied: Vec<u64> = f.server_states().map(|s| s.applied().0).collect();
@@ -623,11 +863,17 @@ impl FleetWorld for Clients {
         let settled_reqs = self.reqs.iter().all(|q| !matches!(q.stage, Stage::Sent | Stage::Waiting { .. }));
         let gossip = f.gossip_settled();
         let diff = if gossip { self.first_catalog_diff() } else { None };
-        if tasks_done && converged && settled_reqs && gossip && diff.is_none() {
+        if tasks_done
+            && probes_done
+            && dead.is_none()
+            && converged
+            && settled_reqs
+            && gossip
+            && diff.is_none()
+        {
             f.env.check_durability(Index(f.env.stats.max_commit))?;
             return Ok(Some(self.check_model()));
         }
-        let since = f.env.since_liveness();
         if since <= live_bound() {
             return Ok(None);
         }
@@ -635,6 +881,9 @@ impl FleetWorld for Clients {
             let stuck: Vec<_> =
                 self.live.iter().map(|(t, r)| (TASKS.get(*t), r.map(|r| &self.reqs[r]))).collect();
             format!("the client agents' tasks have not all succeeded: {stuck:?}")
+        } else if !probes_done {
+            let stuck: Vec<_> = self.probes.iter().map(|(p, r)| (p, r.map(|r| &self.reqs[r]))).collect();
+            format!("the probes of the dead client's services have not all succeeded: {stuck:?}")
         } else if !settled_reqs {
             "requests are still unanswered".to_string()
         } else if !converged {
@@ -670,6 +919,8 @@ mod tests {
             total.client_crashes += s.client_crashes;
             total.services_restored += s.services_restored;
             total.calls_undelivered += s.calls_undelivered;
+            total.dead_clients += s.dead_clients;
+            total.dead_probes_ok += s.dead_probes_ok;
         }
         (violations, total)
     }
@@ -682,6 +933,7 @@ mod tests {
         }
         assert!(total.kv_ok > 0 && total.ttl_updates > 0 && total.blocking_reads_ok > 0, "{total:?}");
         assert!(total.client_crashes > 0 && total.services_restored > 0, "{total:?}");
+        assert!(total.dead_clients > 0 && total.dead_probes_ok > 0, "{total:?}");
     }
 
     #[test]
@@ -709,6 +961,14 @@ mod tests {
     fn dropped_anti_entropy_is_caught() {
         let bugs = HostBugs { drop_client_work: true, ..HostBugs::default() };
         assert_eq!(caught(bugs, 1, &["catalog and client agent disagree"]), 0);
+    }
+
+    /// A client agent that died for good but whose gossip still acks its pings is never
+    /// failed: its `serfHealth` stays passing, and the dead-client check names it.
+    #[test]
+    fn a_dead_client_that_gossip_keeps_alive_is_caught() {
+        let bugs = HostBugs { zombie_gossip: true, ..HostBugs::default() };
+        caught(bugs, 10, &["dead client"]);
     }
 
     /// A restarted agent that forgot its registrations answers a TTL update of a check it

@@ -9,12 +9,13 @@
 //! the connection the call came on, so it is lost if the client died since, and a server
 //! never answers a call twice or unasked); the API state each agent asked to keep
 //! (`SaveAgentState`, fsynced in production), which a restarted client gets back; restarts
-//! (servers through `Node::recover` from the simulated disk). The servers' effects feed
-//! `chaos::ledger`: their sends (AppendEntries), their persists (log matching; and a copy
-//! of each log, so every `Applied` names its committed entry), `BecameLeader` (election
-//! safety, leader completeness), their state digests. A `FleetWorld` adds the workload and
-//! its checks; it gets `chaos::World` from here. Never decides what a request means, and
-//! never looks inside a node beyond its read-only views.
+//! (servers through `Node::recover` from the simulated disk), and the agent a world lets die
+//! for good (`gone`: never restarted). The servers' effects feed `chaos::ledger`: their
+//! sends (AppendEntries), their persists (log matching; and a copy of each log, so every
+//! `Applied` names its committed entry), `BecameLeader` (election safety, leader
+//! completeness), their state digests. A `FleetWorld` adds the workload and its checks; it
+//! gets `chaos::World` from here. Never decides what a request means, and never looks
+//! inside a node beyond its read-only views.
 
 use std::collections::BTreeMap;
 
@@ -22,14 +23,15 @@ use muster_core::agent::{NodeInfo, SavedDefs};
 use muster_core::api::ApiResponse;
 use muster_core::fsm::catalog::Health;
 use muster_core::fsm::State;
-use muster_core::gossip::wire::Codec;
+use muster_core::gossip::message::{Msg, Packet};
+use muster_core::gossip::wire::{Codec, Frame};
 use muster_core::gossip::{GossipConfig, MemberStatus};
 use muster_core::ids::{Index, PersistToken, ReqId, Term};
 use muster_core::io::{Effect, Event, Input, PersistOp, Pool, Recovered};
 use muster_core::node::{Config, GossipSetup, Node};
 use muster_core::raft::disk;
 use muster_core::rpc::{client_id, Call, PeerMessage};
-use muster_core::time::Duration;
+use muster_core::time::{Duration, Time};
 
 use crate::chaos::{self, Env, Profile, World, ELECTION, HEARTBEAT};
 use crate::raft::summary;
@@ -63,7 +65,7 @@ fn gossip_kind(pool: Pool, stream: bool) -> u8 {
 }
 
 /// Agent `i`'s address: servers first, then client agents.
-fn address(i: usize) -> String {
+pub(crate) fn address(i: usize) -> String {
     format!("10.0.0.{}", i + 1)
 }
 
@@ -74,17 +76,21 @@ fn gossip_target(addr: &str) -> Option<usize> {
     n.checked_sub(1)
 }
 
-/// Gossip with its timers scaled down (probes every 100 ms, push-pull and reconnects every
-/// 5 s), so a pool that chaos split converges within the liveness phase; it joins `join`
-/// (agent indexes).
-fn gossip(join: impl Iterator<Item = usize>) -> GossipSetup {
-    let lan = GossipConfig {
+/// Every agent's LAN gossip: timers scaled down (probes every 100 ms, push-pull and
+/// reconnects every 5 s), so a pool that chaos split converges within the liveness phase.
+pub(crate) fn lan_gossip() -> GossipConfig {
+    GossipConfig {
         push_pull_interval: Duration::from_secs(5),
         reconnect_interval: Duration::from_secs(5),
         ..GossipConfig::lan().dev()
-    };
+    }
+}
+
+/// Gossip with `lan_gossip`'s timers (the WAN's reconnects also every 5 s); it joins `join`
+/// (agent indexes).
+fn gossip(join: impl Iterator<Item = usize>) -> GossipSetup {
     GossipSetup {
-        lan,
+        lan: lan_gossip(),
         wan: GossipConfig { reconnect_interval: Duration::from_secs(5), ..GossipConfig::wan().dev() },
         codec: Codec::plain(),
         join: join.map(|j| format!("{}:8301", address(j))).collect(),
@@ -101,6 +107,9 @@ pub struct HostBugs {
     pub drop_client_work: bool,
     /// Restart client agents without the state they saved.
     pub lose_saved_state: bool,
+    /// The agent that died for good acks every ping sent to it, as if its gossip lived on
+    /// (a hung agent whose gossip still answers): gossip never fails it.
+    pub zombie_gossip: bool,
 }
 
 pub(crate) struct Agent {
@@ -132,6 +141,9 @@ pub(crate) struct Fleet<X> {
     /// life when it sent the call (the connection it opened).
     calls: BTreeMap<(usize, usize, u64), u32>,
     pub bugs: HostBugs,
+    /// An agent that dies for good at this time: no restart brings it back, not even the
+    /// liveness phase's.
+    pub gone: Option<(usize, Time)>,
     /// Services restarted client agents got back from their saved state.
     pub restored: u64,
     /// Client agents' calls that came back undelivered, and answers lost with a client
@@ -212,6 +224,7 @@ impl<X> Fleet<X> {
             ids,
             calls: BTreeMap::new(),
             bugs: HostBugs::default(),
+            gone: None,
             restored: 0,
             calls_undelivered: 0,
             answers_lost: 0,
@@ -220,6 +233,11 @@ impl<X> Fleet<X> {
 
     pub fn is_client(&self, i: usize) -> bool {
         i >= self.servers
+    }
+
+    /// Whether agent `i` has died for good.
+    pub fn is_gone(&self, i: usize) -> bool {
+        self.gone.is_some_and(|(g, at)| g == i && self.env.now >= at)
     }
 
     /// The live servers' states.
@@ -283,6 +301,8 @@ impl<X> Fleet<X> {
             let mut wire = vec![gossip_kind(pool, stream)];
             wire.extend(bytes);
             self.env.transmit(node, target, wire, !stream);
+        } else if !stream && self.bugs.zombie_gossip && self.is_gone(target) {
+            self.zombie_acks(node, target, pool, &bytes);
         } else if stream {
             let at = self.env.now + self.env.delay() * 2;
             let life = self.env.machines[node].life;
@@ -292,16 +312,45 @@ impl<X> Fleet<X> {
         Ok(())
     }
 
-    /// Whether gossip agrees again and the catalog says so: every agent sees every agent
-    /// alive in the LAN pool, and every server's state has every agent's `serfHealth`
-    /// passing (the leader's reconcile).
+    /// The planted zombie: the gone agent `target` acks the pings in a datagram `node`
+    /// sent it.
+    fn zombie_acks(&mut self, node: usize, target: usize, pool: Pool, bytes: &[u8]) {
+        let Ok(Frame::Packet(packet)) = Codec::plain().decode(bytes) else { return };
+        let name = &self.agents[target].name;
+        let msgs: Vec<Msg> = packet
+            .msgs
+            .into_iter()
+            .filter_map(|m| match m {
+                Msg::Ping { seq, target } if *target == **name => Some(Msg::Ack { seq, payload: vec![] }),
+                _ => None,
+            })
+            .collect();
+        if msgs.is_empty() {
+            return;
+        }
+        self.env.note(|_| format!("n{target}: planted bug: its gossip acks {} pings of n{node}", msgs.len()));
+        let mut wire = vec![gossip_kind(pool, false)];
+        wire.extend(Codec::plain().encode(&Frame::Packet(Packet { msgs }), [0; 12]));
+        self.env.transmit(target, node, wire, true);
+    }
+
+    /// Whether gossip agrees again and the catalog says so: every live agent sees every
+    /// agent alive in the LAN pool (the gone one aside), and every server's state has every
+    /// such agent's `serfHealth` passing (the leader's reconcile). What becomes of the gone
+    /// agent is its world's to check.
     pub fn gossip_settled(&self) -> bool {
+        let gone = self.gone.map(|(g, _)| self.agents[g].name.as_str());
+        let expected = self.agents.len() - usize::from(gone.is_some());
         self.agents.iter().enumerate().all(|(i, a)| {
-            let Some(n) = a.node.as_ref() else { return false };
-            let alive = n.lan_members().iter().filter(|(_, st)| *st == MemberStatus::Alive).count();
-            alive == self.agents.len()
+            let Some(n) = a.node.as_ref() else { return self.is_gone(i) };
+            let alive = n
+                .lan_members()
+                .iter()
+                .filter(|(name, st)| *st == MemberStatus::Alive && Some(name.as_str()) != gone)
+                .count();
+            alive == expected
                 && (self.is_client(i)
-                    || self.agents.iter().all(|b| {
+                    || self.agents.iter().filter(|b| Some(b.name.as_str()) != gone).all(|b| {
                         n.state()
                             .catalog
                             .node_checks(&b.name)
@@ -605,6 +654,10 @@ impl<W: FleetWorld> World for W {
 
     fn revive(&mut self, node: usize, seed: [u8; 32], disk: Recovered) -> Result<(), String> {
         self.fleet().revive(node, seed, disk)
+    }
+
+    fn stays_down(&mut self, node: usize) -> bool {
+        self.fleet().is_gone(node)
     }
 
     fn liveness_check(&mut self) -> Result<Option<Result<(), String>>, String> {

@@ -323,6 +323,9 @@ pub struct Gossip {
     /// Set by `Leave`: when the host may stop.
     leave_at: Option<Time>,
     started: bool,
+    /// When this member started, and whether it has since exchanged full state with a peer.
+    started_at: Time,
+    synced: bool,
     rng: Rng,
     /// This member's network coordinate in this pool, and the last one each member sent.
     coords: crate::coordinate::CoordinateClient,
@@ -370,6 +373,8 @@ impl Gossip {
             joins: BTreeMap::new(),
             leave_at: None,
             started: false,
+            started_at: Time::ZERO,
+            synced: false,
             coords: crate::coordinate::CoordinateClient::new(Default::default()),
             coord_cache: BTreeMap::new(),
             coord_rng: rng.fork(crate::rng::Stream::Coordinates),
@@ -452,6 +457,14 @@ impl Gossip {
         &self.cfg
     }
 
+    /// Whether this member's table can be trusted to list everyone the pool knows: it has
+    /// exchanged full state with a peer, or a push-pull interval has passed without anyone
+    /// to exchange with (a lone member). Until then, a member missing from the table may
+    /// simply not have been heard of yet.
+    pub fn settled(&self, now: Time) -> bool {
+        self.synced || now >= self.started_at + self.push_pull_interval()
+    }
+
     /// The member table, this member included, in name order.
     pub fn members(&self) -> impl Iterator<Item = &Member> {
         self.members.values()
@@ -524,6 +537,7 @@ impl Gossip {
     /// Timers start at random offsets so a pool started together does not probe in step.
     fn start(&mut self, now: Time) {
         self.started = true;
+        self.started_at = now;
         let jitter =
             |rng: &mut Rng, d: Duration| now + Duration::from_nanos(rng.below(d.as_nanos() as u64 + 1));
         self.next_probe = jitter(&mut self.rng, self.cfg.probe_interval);

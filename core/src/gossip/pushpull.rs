@@ -69,12 +69,16 @@ impl Gossip {
             // answer counts, or a slow second one would hide events fired in between.
             self.serf.ignore_events_before(LamportTime(msg.event_clock.0.saturating_add(1)));
         }
+        self.synced = true;
         let me = self.me.name.clone();
         for s in msg.members {
             let name = s.member.name.clone();
             match s.state {
                 State::Alive => self.on_alive(now, s.incarnation, s.member, out),
                 State::Left => self.on_dead(now, s.incarnation, name.clone(), name.clone(), out),
+                State::Dead if !self.members.contains_key(&name) => {
+                    self.learn_failed(now, s.incarnation, s.member, out)
+                }
                 State::Dead | State::Suspect => self.on_suspect(now, s.incarnation, name.clone(), me.clone()),
             }
             self.merge_intent(now, &name, s.leaving, s.intent, out);

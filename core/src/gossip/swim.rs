@@ -304,24 +304,7 @@ impl Gossip {
         let name = member.name.clone();
         let change = match self.members.get_mut(&name) {
             None => {
-                self.members.insert(
-                    name.clone(),
-                    Member {
-                        id: member.clone(),
-                        incarnation,
-                        state: State::Alive,
-                        since: now,
-                        leaving: false,
-                        intent: super::LamportTime(0),
-                    },
-                );
-                // A newcomer joins the probe order at a random place, so it is probed
-                // within one pass without disturbing the shuffle.
-                let at = self.rng.below(self.order.len() as u64 + 1) as usize;
-                self.order.insert(at, name.clone());
-                if at < self.cursor {
-                    self.cursor += 1;
-                }
+                self.add_member(now, incarnation, member.clone(), State::Alive);
                 Some(Change::Joined)
             }
             Some(m) => {
@@ -423,6 +406,42 @@ impl Gossip {
         let change = if left { Change::Left } else { Change::Failed };
         out.push(GossipEffect::Member { change, member });
         self.broadcast_member(Msg::Dead { incarnation, node, from });
+    }
+
+    fn add_member(&mut self, now: Time, incarnation: Incarnation, member: Arc<Identity>, state: State) {
+        let name = member.name.clone();
+        let intent = super::LamportTime(0);
+        self.members.insert(
+            name.clone(),
+            Member { id: member, incarnation, state, since: now, leaving: false, intent },
+        );
+        // A newcomer joins the probe order at a random place, so it is probed within one
+        // pass without disturbing the shuffle.
+        let at = self.rng.below(self.order.len() as u64 + 1) as usize;
+        self.order.insert(at, name);
+        if at < self.cursor {
+            self.cursor += 1;
+        }
+    }
+
+    /// A member this one never knew that a push-pull says is dead: it is known as failed
+    /// from now on (as serf keeps failed members until they are reaped), so a member that
+    /// starts afresh, such as a restarted server, agrees with the pool about who is gone
+    /// instead of never hearing of them (the simulator's clients world found a dead client
+    /// a restarted leader never reconciled). News about a known member keeps the rule that
+    /// a remote "dead" only makes it suspect.
+    pub(super) fn learn_failed(
+        &mut self,
+        now: Time,
+        incarnation: Incarnation,
+        member: Arc<Identity>,
+        out: &mut Vec<GossipEffect>,
+    ) {
+        if self.members.contains_key(&member.name) || member.name == self.me.name {
+            return;
+        }
+        self.add_member(now, incarnation, member.clone(), State::Dead);
+        out.push(GossipEffect::Member { change: Change::Failed, member });
     }
 
     /// Forgets members dead past the reconnect timeout or left past the tombstone timeout.

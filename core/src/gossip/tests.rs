@@ -564,3 +564,24 @@ fn probes_carry_coordinates_that_converge_on_the_measured_round_trip() {
     assert_ne!(net.nodes[0].coordinate(), &origin, "the coordinate moved from the origin");
     assert_eq!(net.nodes[0].member_coordinate("n0"), Some(net.nodes[0].coordinate()));
 }
+
+#[test]
+fn a_member_that_joins_later_learns_who_failed_before_it_came() {
+    let mut net = Net::new(5, lan());
+    for i in 1..4 {
+        net.input(i, GossipInput::Join { token: i as u64, addrs: vec![addr(0)] }).unwrap();
+    }
+    net.run_for(Duration::from_secs(5));
+    net.crashed.insert(3);
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.status(0, 3), Some(MemberStatus::Failed));
+    // n4 (a restarted server, say) starts with an empty table and joins through n0.
+    net.input(4, GossipInput::Join { token: 9, addrs: vec![addr(0)] }).unwrap();
+    net.run_for(Duration::from_secs(2));
+    assert_eq!(net.status(4, 3), Some(MemberStatus::Failed), "learned from the join's push-pull");
+    assert!(net.nodes[4].settled(net.now));
+    let failed = net.events[4]
+        .iter()
+        .filter(|(_, e)| matches!(e, GossipEffect::Member { change: Change::Failed, .. }));
+    assert_eq!(failed.count(), 1);
+}

@@ -852,9 +852,13 @@ impl Node {
             }
         }
         // Nodes the pool has forgotten entirely, but that carry a serfHealth check (so
-        // they were members once), go too; nodes registered directly never had one.
+        // they were members once), go too; nodes registered directly never had one. A
+        // leader that restarted with an empty table waits until it has heard the pool's
+        // state, or it would deregister live nodes it has not re-learned yet.
+        let settled = m.lan.settled(now);
         let forgotten = cat
             .nodes()
+            .filter(|_| settled)
             .filter(|n| m.lan.member(&n.node).is_none())
             .filter(|n| cat.node_checks(&n.node).any(|c| c.check_id == SERF_HEALTH));
         for n in forgotten {

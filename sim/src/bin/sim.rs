@@ -9,8 +9,8 @@
 //! prints the seed, its trace hash and the replay command. A chaos seed whose
 //! linearizability search ran out of budget is reported and counted as unknown, never as
 //! passed, but does not fail the run: only a violation does. `--plant lease|fsync` turns on
-//! a planted bug in the replica cluster world, `--plant drop-work|lose-state` one in the
-//! clients world's hosts, to watch it be caught.
+//! a planted bug in the replica cluster world, `--plant drop-work|lose-state|zombie-gossip`
+//! one in the clients world's hosts, to watch it be caught.
 //!
 //! Exit codes: 0 all seeds passed, 1 an invariant failed, 4 a seed was not deterministic,
 //! 2 usage.
@@ -26,7 +26,7 @@ fn usage() -> ExitCode {
     eprintln!(
         "usage: sim run --seeds A..B [--only node|cluster|nodes|gossip|clients] [--plant BUG]\n       \
          sim replay [--cluster|--nodes|--gossip|--clients] --seed S [--trace] [--plant BUG]   (SIM_OPS sets node ops per seed)\n       \
-         (BUG: lease|fsync in the cluster world, drop-work|lose-state in the clients world)\n       \
+         (BUG: lease|fsync in the cluster world, drop-work|lose-state|zombie-gossip in the clients world)\n       \
          sim gossip-scale [--nodes N] [--seed S] [--no-lifeguard] [--window SECS] [--no-compare]\n                          \
          [--no-spread] [--runs K] [--slow-per-10k P] [--delay LO..HI] [--stall LEN_LO..LEN_HI/GAP_LO..GAP_HI|none]   (N defaults to $SIM_GOSSIP_NODES, else 10000; seconds)"
     );
@@ -48,6 +48,7 @@ fn planted(name: Option<&str>) -> Option<(ClusterOptions, HostBugs)> {
         }
         Some("drop-work") => Some((none.0, HostBugs { drop_client_work: true, ..HostBugs::default() })),
         Some("lose-state") => Some((none.0, HostBugs { lose_saved_state: true, ..HostBugs::default() })),
+        Some("zombie-gossip") => Some((none.0, HostBugs { zombie_gossip: true, ..HostBugs::default() })),
         Some(_) => None,
     }
 }
