@@ -10,6 +10,9 @@ pub mod api;
 pub mod checks;
 pub mod coordinate;
 pub mod fsm;
+/// Fuzz target bodies and the model checkers they use: built for tests and for the fuzz
+/// crate (feature `fuzzing`), never into the agent.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod gossip;
 pub mod ids;
