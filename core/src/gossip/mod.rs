@@ -419,7 +419,7 @@ impl Gossip {
             GossipInput::ForceLeave { node, prune } => self.force_leave(now, &node, prune, out),
             GossipInput::UserEvent { name, payload } => self.fire(now, name, payload),
             GossipInput::Query { token, name, payload, timeout } => {
-                self.ask(now, token, name, payload, timeout);
+                self.ask(now, token, name, payload, timeout, out);
                 Ok(())
             }
             GossipInput::Answer { ltime, id, reply_to, payload } => {

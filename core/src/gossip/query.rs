@@ -32,6 +32,9 @@ pub(super) struct Queries {
 /// How many recent queries are remembered for de-duplication.
 const SEEN_LIMIT: usize = 256;
 
+/// Pools up to this size also get each query straight from the asker (see `ask`).
+const DIRECT_QUERY_LIMIT: usize = 64;
+
 impl Queries {
     pub fn next_deadline(&self) -> Option<Time> {
         self.asked.values().map(|a| a.deadline).min()
@@ -52,13 +55,43 @@ impl Queries {
 
 impl Gossip {
     /// Asks every member; `GossipEffect::Answers { token }` reports who answered by `timeout`.
-    pub(super) fn ask(&mut self, now: Time, token: u64, name: String, payload: Vec<u8>, timeout: Duration) {
+    /// Besides the gossip, a small pool gets the query straight away, one packet each: a
+    /// broadcast has only a few transmits, which probes and acks also spend, and a keyring
+    /// operation must reach every member (CI saw "4/5 nodes reported success" with five
+    /// alive). Larger pools rely on the gossip alone, as serf does.
+    pub(super) fn ask(
+        &mut self,
+        now: Time,
+        token: u64,
+        name: String,
+        payload: Vec<u8>,
+        timeout: Duration,
+        out: &mut Vec<GossipEffect>,
+    ) {
         let ltime = LamportTime(self.queries.clock.time().0.saturating_add(1));
         let id = self.rng.next_u64() as u32;
         let asked = Asked { token, ltime, deadline: now + timeout, answers: BTreeMap::new() };
         self.queries.asked.insert(id, asked);
         let reply_to = self.me.addr.clone();
+        let msg = Msg::Query {
+            ltime,
+            id,
+            name: name.clone(),
+            payload: payload.clone(),
+            reply_to: reply_to.clone(),
+        };
         self.on_query(ltime, id, name, payload, reply_to);
+        let others: Vec<Arc<str>> = self
+            .members
+            .values()
+            .filter(|m| !m.down() && m.id.name != self.me.name)
+            .map(|m| m.id.addr.clone())
+            .collect();
+        if others.len() <= DIRECT_QUERY_LIMIT {
+            for to in others {
+                self.send(to, vec![msg.clone()], out);
+            }
+        }
     }
 
     pub(super) fn on_query(
