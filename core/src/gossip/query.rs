@@ -73,14 +73,7 @@ impl Gossip {
         let asked = Asked { token, ltime, deadline: now + timeout, answers: BTreeMap::new() };
         self.queries.asked.insert(id, asked);
         let reply_to = self.me.addr.clone();
-        let msg = Msg::Query {
-            ltime,
-            id,
-            name: name.clone(),
-            payload: payload.clone(),
-            reply_to: reply_to.clone(),
-        };
-        self.on_query(ltime, id, name, payload, reply_to);
+        let Some(msg) = self.on_query(ltime, id, name, payload, reply_to) else { return };
         let others: Vec<Arc<str>> = self
             .members
             .values()
@@ -94,6 +87,8 @@ impl Gossip {
         }
     }
 
+    /// A query seen for the first time is gossiped on and shown to the agent; returns the
+    /// message queued (`None` for one seen before).
     pub(super) fn on_query(
         &mut self,
         ltime: LamportTime,
@@ -101,9 +96,9 @@ impl Gossip {
         name: String,
         payload: Vec<u8>,
         reply_to: Arc<str>,
-    ) {
+    ) -> Option<Msg> {
         if !self.queries.admit(ltime, id) {
-            return;
+            return None;
         }
         let msg = Msg::Query {
             ltime,
@@ -113,8 +108,9 @@ impl Gossip {
             reply_to: reply_to.clone(),
         };
         let size = encoded_size(&msg);
-        self.queue.push(Topic::Event, msg, size);
+        self.queue.push(Topic::Event, msg.clone(), size);
         self.pending_queries.push(GossipEffect::Query { ltime, id, name, payload, reply_to });
+        Some(msg)
     }
 
     /// The agent's answer to a query it was shown: to the asker directly (ourselves included).

@@ -72,7 +72,7 @@ impl Gossip {
             Msg::User { ltime, name, payload } => self.on_user(now, ltime, name, payload),
             Msg::Query { ltime, id, name, payload, reply_to } => {
                 if reply_to.len() <= MAX_NAME {
-                    self.on_query(ltime, id, name, payload, reply_to);
+                    let _ = self.on_query(ltime, id, name, payload, reply_to);
                 }
             }
             Msg::QueryResponse { ltime, id, from, payload } => {
