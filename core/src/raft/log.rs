@@ -15,13 +15,22 @@ use crate::ids::{Index, Term};
 pub struct Log {
     offset: Index,
     offset_term: Term,
+    /// `stale` compacted entries, then entries `offset+1 ..`.
     entries: VecDeque<Entry>,
+    /// Compacted entries not yet freed. Freeing (or moving) a snapshot interval's entries at
+    /// once held the node's loop for milliseconds, so appends free them a few at a time
+    /// instead; they are never read.
+    stale: usize,
 }
+
+/// How many compacted entries each append frees: more than one, so the backlog is gone
+/// well before the next compaction adds to it.
+const FREE_PER_APPEND: usize = 2;
 
 impl Log {
     /// A log that is empty, or holds only what a snapshot at `(offset, offset_term)` covers.
     pub fn starting_at(offset: Index, offset_term: Term) -> Log {
-        Log { offset, offset_term, entries: VecDeque::new() }
+        Log { offset, offset_term, entries: VecDeque::new(), stale: 0 }
     }
 
     /// The last index no longer held as an entry (compacted or covered by a snapshot).
@@ -30,11 +39,15 @@ impl Log {
     }
 
     pub fn last_index(&self) -> Index {
-        self.entries.back().map_or(self.offset, |e| e.index)
+        self.last().map_or(self.offset, |e| e.index)
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.back().map_or(self.offset_term, |e| e.term)
+        self.last().map_or(self.offset_term, |e| e.term)
+    }
+
+    fn last(&self) -> Option<&Entry> {
+        self.entries.back().filter(|_| self.entries.len() > self.stale)
     }
 
     /// The term at `index`, if it is the offset or a held entry.
@@ -47,13 +60,16 @@ impl Log {
 
     pub fn entry(&self, index: Index) -> Option<&Entry> {
         let pos = index.0.checked_sub(self.offset.0 + 1)?;
-        self.entries.get(usize::try_from(pos).ok()?)
+        self.entries.get(usize::try_from(pos).ok()?.checked_add(self.stale)?)
     }
 
     /// Up to `max` entries starting at `from` (empty if `from` is not held).
     pub fn entries_from(&self, from: Index, max: usize) -> Vec<Entry> {
         let Some(start) = from.0.checked_sub(self.offset.0 + 1) else { return Vec::new() };
-        self.entries.iter().skip(start as usize).take(max).cloned().collect()
+        let start =
+            usize::try_from(start).unwrap_or(usize::MAX).saturating_add(self.stale).min(self.entries.len());
+        let end = start.saturating_add(max).min(self.entries.len());
+        self.entries.range(start..end).cloned().collect()
     }
 
     /// Entries `from ..= to`, all of which must be held.
@@ -69,6 +85,9 @@ impl Log {
         assert_eq!(entry.index, self.last_index().next(), "log append out of order");
         assert!(entry.term >= self.last_term(), "log terms never go down");
         self.entries.push_back(entry);
+        let free = FREE_PER_APPEND.min(self.stale);
+        self.entries.drain(..free);
+        self.stale -= free;
     }
 
     /// Merges entries a leader sent (contiguous, following a prefix already known to match).
@@ -93,7 +112,7 @@ impl Log {
     fn truncate_from(&mut self, from: Index) {
         assert!(from > self.offset, "truncating below the offset");
         let keep = (from.0 - self.offset.0 - 1) as usize;
-        self.entries.truncate(keep);
+        self.entries.truncate(self.stale + keep);
     }
 
     /// Forgets entries at or below `upto` (they live on in a snapshot).
@@ -102,8 +121,7 @@ impl Log {
             return;
         }
         let term = self.term_at(upto).expect("compacting to an index the log holds");
-        let drop = (upto.0 - self.offset.0) as usize;
-        self.entries.drain(..drop);
+        self.stale += (upto.0 - self.offset.0) as usize;
         self.offset = upto;
         self.offset_term = term;
     }
@@ -117,7 +135,8 @@ impl Log {
         }
         let upto = upto.min(self.last_index());
         let held = (upto.0 - self.offset.0) as usize;
-        let n = self.entries.partition_point(|e| e.term <= term).min(held);
+        // Stale entries come first and have terms at most the offset's, so they all pass.
+        let n = (self.entries.partition_point(|e| e.term <= term) - self.stale).min(held);
         Some(Index(self.offset.0 + n as u64))
     }
 
@@ -167,6 +186,30 @@ mod tests {
         assert_eq!(written, vec![e(4, 3), e(5, 3)]);
         assert_eq!(l.term_at(Index(4)), Some(Term(3)));
         assert_eq!(l.last_index(), Index(5));
+    }
+
+    #[test]
+    fn compacted_entries_are_freed_a_few_per_append() {
+        let mut l = log_of(&[1; 10]);
+        l.compact(Index(8));
+        assert_eq!((l.stale, l.entries.len(), l.last_index()), (8, 10, Index(10)));
+        assert_eq!(l.term_at(Index(7)), None);
+        l.push(e(11, 1));
+        assert_eq!((l.stale, l.entries.len()), (8 - FREE_PER_APPEND, 11 - FREE_PER_APPEND));
+        for i in 12..=20 {
+            l.push(e(i, 1));
+        }
+        assert_eq!((l.stale, l.entries.len()), (0, 12));
+        assert_eq!(l.entries_from(Index(9), 3), vec![e(9, 1), e(10, 1), e(11, 1)]);
+        assert_eq!(l.entries_from(Index(19), 5), vec![e(19, 1), e(20, 1)]);
+        l.compact(Index(20));
+        assert_eq!(
+            (l.last_index(), l.last_term(), l.entries_from(Index(20), 5)),
+            (Index(20), Term(1), vec![])
+        );
+        assert_eq!(l.last_with_term_at_most(Index(20), Term(1)), Some(Index(20)));
+        l.push(e(21, 2));
+        assert_eq!((l.last_index(), l.entries_from(Index(21), 5)), (Index(21), vec![e(21, 2)]));
     }
 
     #[test]
