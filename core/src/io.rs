@@ -76,7 +76,7 @@ pub enum Effect {
 }
 
 /// Writes a node asks its host to make durable, in order.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PersistOp {
     /// Append these entries (indexes continue the log; an index at or below the current last
     /// one replaces that suffix).
@@ -86,6 +86,12 @@ pub enum PersistOp {
     /// A snapshot as of `index` (the replica's image: the membership then and the state
     /// machine's bytes). Once durable, log entries at or below `index` are no longer needed;
     /// see `raft::disk::apply` for what it keeps.
+    ///
+    /// One the log continues (it holds the entry at `index` with `term`, as after the node's
+    /// own snapshot) loses nothing if a crash takes it: the log still holds what it covers,
+    /// for as long as it is not durable. So a host may write it beside the ops after it and
+    /// acknowledge those first, provided no entry at or below `index` leaves the log before
+    /// the snapshot is durable. One that replaces the log is written in order like any op.
     Snapshot { index: Index, term: Term, data: Vec<u8> },
 }
 
