@@ -20,6 +20,7 @@ pub enum Stream {
     Events = 9,
     Servers = 10,
     Coordinates = 11,
+    Snapshots = 12,
 }
 
 /// A deterministic random source for one subsystem.

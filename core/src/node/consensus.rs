@@ -211,6 +211,7 @@ impl Node {
             // crossed: the snapshot is of the state as it is now, labelled so.
             let index = self.state.applied();
             self.snapshot_index = index;
+            self.snapshot_gap = super::next_snapshot_gap(self.cfg.snapshot_threshold, &mut self.snapshot_rng);
             let data = postcard::to_allocvec(&self.state).expect("the state always encodes");
             self.drive(RaftInput::Snapshot { index, data }, out);
         }
@@ -567,7 +568,7 @@ impl Node {
         }
         let applied = self.state.apply(index, &entry.command);
         out.push(Effect::Emit(Event::Applied { index }));
-        if index.0 - self.snapshot_index.0 >= self.cfg.snapshot_threshold {
+        if index.0 - self.snapshot_index.0 >= self.snapshot_gap {
             self.cluster.snapshot_due = true;
         }
         for (term, w, _) in self.cluster.pending.remove(&index).unwrap_or_default() {

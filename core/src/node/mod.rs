@@ -184,6 +184,11 @@ pub struct Node {
     armed: Option<Time>,
     /// Index of the last snapshot handed to the host.
     snapshot_index: Index,
+    /// Applied entries after `snapshot_index` that make the next snapshot due: the
+    /// threshold plus up to half again, drawn afresh each time, so servers fed the same log
+    /// do not all snapshot (and write) at once.
+    snapshot_gap: u64,
+    snapshot_rng: Rng,
     now: Time,
     started: bool,
     failed: Option<String>,
@@ -232,6 +237,7 @@ impl Node {
             }
             snapshot_index = index;
         }
+        let mut snapshot_rng = Rng::new(seed, Stream::Snapshots);
         let membership = cfg.gossip.clone().map(|setup| {
             let lan = Node::gossip_identity(&cfg, lan_tags(&cfg), false);
             let wan = cfg.server.then(|| Node::gossip_identity(&cfg, wan_tags(&cfg), true));
@@ -262,6 +268,8 @@ impl Node {
             next_full_sync: Time::ZERO,
             armed: None,
             snapshot_index,
+            snapshot_gap: next_snapshot_gap(cfg.snapshot_threshold, &mut snapshot_rng),
+            snapshot_rng,
             now: Time::ZERO,
             started: false,
             failed: None,
@@ -1101,6 +1109,11 @@ impl Node {
             xds,
         }
     }
+}
+
+/// Entries between two snapshots: `threshold` plus a random part of up to half of it.
+fn next_snapshot_gap(threshold: u64, rng: &mut Rng) -> u64 {
+    threshold + rng.below(threshold / 2 + 1)
 }
 
 fn validate_definitions(cfg: &Config) -> Result<Vec<Startup>, ConfigError> {
