@@ -233,7 +233,13 @@ impl Host {
         let mut queue = std::collections::VecDeque::from([input]);
         while let Some(input) = queue.pop_front() {
             let mut out = Vec::new();
+            let kind = input_kind(&input);
+            let started = Instant::now();
             self.node.step(self.now(), input, &mut out);
+            let took = started.elapsed();
+            if took >= SLOW_STEP {
+                tracing::debug!(target: "muster::slow", input = kind, took_us = took.as_micros() as u64, effects = out.len(), "slow step");
+            }
             for effect in out {
                 match effect {
                     Effect::SetTimer { at } => {
@@ -306,6 +312,25 @@ impl Host {
             }
         }
         Ok(())
+    }
+}
+
+/// A step at least this long is logged (target `muster::slow`, debug): where the loop's
+/// time goes when requests wait.
+const SLOW_STEP: std::time::Duration = std::time::Duration::from_millis(2);
+
+fn input_kind(input: &Input) -> &'static str {
+    match input {
+        Input::Tick => "tick",
+        Input::Request { .. } => "request",
+        Input::CheckResult { .. } => "check result",
+        Input::Persisted { .. } => "persisted",
+        Input::Peer { .. } => "peer",
+        Input::Undelivered { .. } => "undelivered",
+        Input::PersistFailed { .. } => "persist failed",
+        Input::Gossip { .. } => "gossip",
+        Input::GossipUnreachable { .. } => "gossip unreachable",
+        Input::Shutdown => "shutdown",
     }
 }
 
