@@ -8,6 +8,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+use imbl::OrdMap;
+
 use crate::ids::Index;
 
 /// Check status, as Consul spells it on the wire.
@@ -216,16 +218,16 @@ fn node_key(name: &str) -> String {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
-    nodes: BTreeMap<String, Node>,
+    nodes: OrdMap<String, Node>,
     /// (node key, service ID) → service.
-    services: BTreeMap<(String, String), NodeService>,
+    services: OrdMap<(String, String), NodeService>,
     /// (node key, check ID) → check.
-    checks: BTreeMap<(String, String), HealthCheck>,
+    checks: OrdMap<(String, String), HealthCheck>,
     /// Last index that changed anything in the catalog.
     table_index: Index,
     /// Last index that changed anything a `health/service/<name>` or `catalog/service/<name>`
     /// read of that service would see.
-    service_index: BTreeMap<String, Index>,
+    service_index: OrdMap<String, Index>,
 }
 
 impl Catalog {
@@ -401,7 +403,7 @@ impl Catalog {
                 if let Some(s) = self.services.remove(&(key.clone(), sid.clone())) {
                     touched.insert(s.service);
                 }
-                self.checks.retain(|(n, _), c| !(*n == key && c.service_id == *sid));
+                remove_rows(&mut self.checks, &key, |c| c.service_id == *sid);
             }
             (None, Some(cid)) => {
                 if let Some(c) = self.checks.remove(&(key.clone(), cid.clone())) {
@@ -415,14 +417,28 @@ impl Catalog {
             (None, None) => {
                 touched.extend(self.names_on_node(&key));
                 self.nodes.remove(&key);
-                self.services.retain(|(n, _), _| *n != key);
-                self.checks.retain(|(n, _), _| *n != key);
+                remove_rows(&mut self.services, &key, |_| true);
+                remove_rows(&mut self.checks, &key, |_| true);
             }
         }
         for name in &touched {
             self.bump_service(name, index);
         }
         self.table_index = index;
+    }
+}
+
+/// Removes the rows of node `key` that `doomed` picks: a node's rows are adjacent, keyed by
+/// (node, id).
+fn remove_rows<V: Clone>(rows: &mut OrdMap<(String, String), V>, key: &str, doomed: impl Fn(&V) -> bool) {
+    let gone: Vec<(String, String)> = rows
+        .range((key.to_string(), String::new())..)
+        .take_while(|((n, _), _)| n == key)
+        .filter(|(_, v)| doomed(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in gone {
+        rows.remove(&k);
     }
 }
 

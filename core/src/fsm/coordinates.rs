@@ -6,7 +6,7 @@
 //! node is deregistered. Never computes coordinates (`gossip` does) and never sorts
 //! answers by them (`server` does).
 
-use std::collections::BTreeMap;
+use imbl::OrdMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,7 +27,7 @@ pub struct CoordinateEntry {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coordinates {
     /// By node name compared without case, as the catalog's.
-    rows: BTreeMap<String, CoordinateEntry>,
+    rows: OrdMap<String, CoordinateEntry>,
     index: Index,
 }
 

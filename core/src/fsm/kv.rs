@@ -4,8 +4,8 @@
 //! a lock, deletes leave tombstones so prefix indexes never go backwards). Never decides who
 //! may write, and never reads time: anything time-dependent arrives stamped in the command.
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 use crate::ids::Index;
 
@@ -36,8 +36,8 @@ pub enum KvSetMode {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvTable {
-    entries: BTreeMap<String, KvEntry>,
-    tombstones: BTreeMap<String, Index>,
+    entries: OrdMap<String, KvEntry>,
+    tombstones: OrdMap<String, Index>,
     /// Last index that changed any entry or tombstone.
     table_index: Index,
 }
@@ -50,7 +50,7 @@ impl KvTable {
     /// Entries whose key starts with `prefix`, in key order.
     pub fn prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a KvEntry> + 'a {
         self.entries
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<_, str>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
             .map(|(_, e)| e)
     }
@@ -74,7 +74,7 @@ impl KvTable {
         let live = self.prefix(prefix).map(|e| e.modify_index).max();
         let dead = self
             .tombstones
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<_, str>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, i)| *i)
             .max();
