@@ -313,7 +313,7 @@ impl RaftScript {
             }
             _ => {
                 let len = usize::from(b.byte() % 8);
-                RaftInput::Snapshot { index: self.applied, data: b.take(len).to_vec() }
+                RaftInput::Snapshot { index: self.applied, data: b.take(len).to_vec().into() }
             }
         };
         let mut out = Vec::new();

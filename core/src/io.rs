@@ -92,7 +92,7 @@ pub enum PersistOp {
     /// for as long as it is not durable. So a host may write it beside the ops after it and
     /// acknowledge those first, provided no entry at or below `index` leaves the log before
     /// the snapshot is durable. One that replaces the log is written in order like any op.
-    Snapshot { index: Index, term: Term, data: Vec<u8> },
+    Snapshot { index: Index, term: Term, data: crate::raft::SnapshotData },
 }
 
 /// What a host read back from disk at start: the latest snapshot, the hard state, and the

@@ -41,7 +41,7 @@ use std::sync::mpsc;
 
 use muster_core::ids::{Index, PersistToken, Term};
 use muster_core::io::{PersistOp, Recovered};
-use muster_core::raft::Entry;
+use muster_core::raft::{Entry, SnapshotData};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -324,7 +324,7 @@ impl DiskLog {
         Ok(())
     }
 
-    fn write_snapshot(&mut self, index: u64, term: Term, data: Vec<u8>) -> Result<(), DiskError> {
+    fn write_snapshot(&mut self, index: u64, term: Term, data: SnapshotData) -> Result<(), DiskError> {
         // An equal index too: if a crash cut short its replacing the log, what is left would
         // start right after it, which recovery cannot tell from a log that continues it.
         let current = self.checkpoint.as_ref().map_or(self.snapshot, |c| c.index);
@@ -336,18 +336,21 @@ impl DiskLog {
             return self.start_checkpoint(index, term, data);
         }
         self.finish_checkpoint(true)?;
-        write_renamed(&self.dir, &snapshot_name(index), &[&snapshot_header(index, term, &data), &data])?;
+        let data = data.bytes();
+        write_renamed(&self.dir, &snapshot_name(index), &[&snapshot_header(index, term, data), data])?;
         self.replace_log(index)?;
         self.remove_snapshots_below(index)
     }
 
     /// Starts writing a snapshot the log continues (after the one before it, if any, is done):
-    /// its file, synced and renamed, and the directory synced. The log is compacted once it is.
-    fn start_checkpoint(&mut self, index: u64, term: Term, data: Vec<u8>) -> Result<(), DiskError> {
+    /// its bytes encoded if the node deferred that, its file synced and renamed, and the
+    /// directory synced. The log is compacted once it is.
+    fn start_checkpoint(&mut self, index: u64, term: Term, data: SnapshotData) -> Result<(), DiskError> {
         self.finish_checkpoint(true)?;
         let dir = self.dir.clone();
         let write = move || {
-            write_renamed(&dir, &snapshot_name(index), &[&snapshot_header(index, term, &data), &data])?;
+            let data = data.bytes();
+            write_renamed(&dir, &snapshot_name(index), &[&snapshot_header(index, term, data), data])?;
             sync_dir(&dir)
         };
         let writer = std::thread::Builder::new()
@@ -812,7 +815,7 @@ mod tests {
         PersistOp::Snapshot {
             index: Index(index),
             term: Term(term),
-            data: format!("state at {index}").into_bytes(),
+            data: format!("state at {index}").into_bytes().into(),
         }
     }
 

@@ -277,7 +277,7 @@ impl<X> Fleet<X> {
                 // A snapshot that does not continue the log replaces it: one from the leader.
                 let continues = log.entries.iter().any(|e| e.index == *index && e.term == *term);
                 self.env.stats.snapshots_installed += u64::from(!continues);
-                PersistOp::Snapshot { index: *index, term: *term, data: Vec::new() }
+                PersistOp::Snapshot { index: *index, term: *term, data: Vec::new().into() }
             }
         };
         disk::apply(log, op);

@@ -240,7 +240,7 @@ impl Cluster {
         if n.applied_since_snapshot >= self.env.profile.snapshot_every {
             n.applied_since_snapshot = 0;
             let data = postcard::to_allocvec(&n.state).expect("states encode");
-            follow_up.push_back(RaftInput::Snapshot { index: n.state.applied(), data });
+            follow_up.push_back(RaftInput::Snapshot { index: n.state.applied(), data: data.into() });
         }
         Ok(())
     }

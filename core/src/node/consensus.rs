@@ -15,7 +15,7 @@ use crate::api::{ApiRequest, ApiResponse, Consistency};
 use crate::fsm::{Outcome, State};
 use crate::ids::{Index, ReqId, Term};
 use crate::io::{Effect, Event};
-use crate::raft::{Entry, MembershipChange, RaftInput, RaftOutput, Role};
+use crate::raft::{Entry, MembershipChange, RaftInput, RaftOutput, Role, SnapshotData};
 use crate::rng::Rng;
 use crate::rpc::{PeerMessage, Work};
 use crate::time::{Duration, Time};
@@ -212,7 +212,11 @@ impl Node {
             let index = self.state.applied();
             self.snapshot_index = index;
             self.snapshot_gap = super::next_snapshot_gap(self.cfg.snapshot_threshold, &mut self.snapshot_rng);
-            let data = postcard::to_allocvec(&self.state).expect("the state always encodes");
+            // A copy that costs nothing (persistent maps), encoded off the loop.
+            let state = self.state.clone();
+            let data = SnapshotData::deferred(move || {
+                postcard::to_allocvec(&state).expect("the state always encodes")
+            });
             self.drive(RaftInput::Snapshot { index, data }, out);
         }
         let changed = std::mem::take(&mut self.cluster.leader_changed);

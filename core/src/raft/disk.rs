@@ -28,7 +28,7 @@ pub fn apply(disk: &mut Recovered, op: PersistOp) {
             } else {
                 disk.entries.clear();
             }
-            disk.snapshot = Some((index, term, data));
+            disk.snapshot = Some((index, term, data.bytes().to_vec()));
         }
     }
 }
@@ -51,9 +51,9 @@ mod tests {
         apply(&mut d, PersistOp::AppendLog { entries: vec![e(2, 2)] });
         assert_eq!(d.entries, vec![e(1, 1), e(2, 2)]);
         apply(&mut d, PersistOp::AppendLog { entries: vec![e(3, 2), e(4, 2)] });
-        apply(&mut d, PersistOp::Snapshot { index: Index(2), term: Term(2), data: vec![] });
+        apply(&mut d, PersistOp::Snapshot { index: Index(2), term: Term(2), data: vec![].into() });
         assert_eq!(d.entries, vec![e(3, 2), e(4, 2)]);
-        apply(&mut d, PersistOp::Snapshot { index: Index(4), term: Term(3), data: vec![] });
+        apply(&mut d, PersistOp::Snapshot { index: Index(4), term: Term(3), data: vec![].into() });
         assert!(d.entries.is_empty(), "a snapshot that does not continue the log replaces it");
     }
 }

@@ -15,12 +15,14 @@ mod read;
 pub mod replica;
 mod replication;
 mod snapshot;
+mod snapshot_data;
 
 pub use membership::{Membership, MembershipChange};
 pub use message::{AppendResult, Message};
 pub use replica::{
     ConfigError, DebugState, ProposeError, RaftInput, RaftOutput, RecoverError, Replica, ReplicaConfig, Role,
 };
+pub use snapshot_data::SnapshotData;
 
 use serde::{Deserialize, Serialize};
 

@@ -20,6 +20,7 @@ use super::read::ReadState;
 use super::replication::Progress;
 use super::snapshot::{Image, StoredSnapshot};
 use super::Entry;
+use super::SnapshotData;
 use crate::fsm::Command;
 use crate::ids::{Index, PersistToken, Term};
 use crate::io::{PersistOp, Recovered};
@@ -139,11 +140,11 @@ pub enum RaftInput {
     ReadIndex {
         ctx: u64,
     },
-    /// The caller's state-machine bytes as of `index` (applied, hence committed): take a
-    /// snapshot there and compact the log.
+    /// The caller's state-machine bytes as of `index` (applied, hence committed), possibly
+    /// still to be encoded: take a snapshot there and compact the log.
     Snapshot {
         index: Index,
-        data: Vec<u8>,
+        data: SnapshotData,
     },
     /// Start a new cluster with these voters. Ignored unless the replica has never held any
     /// state, so a restarted server never bootstraps twice.
@@ -322,7 +323,7 @@ impl Replica {
             r.log = Log::starting_at(index, term);
             r.commit = index;
             r.configs.reset(index, image.membership);
-            r.snapshot = Some(StoredSnapshot { index, term, image: data });
+            r.snapshot = Some(StoredSnapshot { index, term, image: data.into() });
         }
         let offset = r.log.offset();
         for e in disk.entries.into_iter().filter(|e| e.index > offset) {
@@ -690,7 +691,7 @@ impl Replica {
     /// The state-machine bytes of the latest snapshot, to restore after `recover`.
     pub fn snapshot_state(&self) -> Option<(Index, Vec<u8>)> {
         let s = self.snapshot.as_ref()?;
-        let image = Image::decode(&s.image).expect("stored snapshot images were decoded before");
+        let image = Image::decode(s.image.bytes()).expect("stored snapshot images decode");
         Some((s.index, image.state))
     }
 }

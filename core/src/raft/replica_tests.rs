@@ -604,7 +604,7 @@ fn a_lagging_follower_catches_up_through_a_snapshot() {
     net.run_for(T / 2);
     let commit = net.state(&l).commit;
     assert_eq!(commit, Index(21));
-    net.step(&l, RaftInput::Snapshot { index: Index(18), data: b"state@18".to_vec() });
+    net.step(&l, RaftInput::Snapshot { index: Index(18), data: b"state@18".to_vec().into() });
     assert_eq!(net.nodes[&l].log.offset(), Index(16), "two trailing entries kept below the snapshot");
     net.heal();
     net.run_for(T);
@@ -767,7 +767,7 @@ fn a_broken_leader_can_neither_crash_a_follower_nor_rewrite_its_commits() {
 
     // Entries the log already holds (and has compacted) but from a lower term: refused, where
     // they once followed the snapshot's term with a lower one.
-    r.step(Time::ZERO, RaftInput::Snapshot { index: Index(3), data: vec![] }, &mut out);
+    r.step(Time::ZERO, RaftInput::Snapshot { index: Index(3), data: vec![].into() }, &mut out);
     out.clear();
     r.step(Time::ZERO, append(2, "c", (0, 0), vec![e(1, 0), e(2, 0), e(3, 0), e(4, 0)], 4), &mut out);
     assert!(matches!(sends(&out)[..], [Message::AppendResp { result: AppendResult::Rejected { .. }, .. }]));
@@ -778,7 +778,7 @@ fn a_broken_leader_can_neither_crash_a_follower_nor_rewrite_its_commits() {
 fn a_snapshot_of_nothing_is_ignored() {
     let mut r = Replica::new(cfg("a", &["a", "b", "c"]), seed("a"));
     let mut out = Vec::new();
-    r.step(Time::ZERO, RaftInput::Snapshot { index: Index::ZERO, data: vec![] }, &mut out);
+    r.step(Time::ZERO, RaftInput::Snapshot { index: Index::ZERO, data: vec![].into() }, &mut out);
     assert!(persist_tokens(&out).is_empty(), "a snapshot at 0 would make a disk drop the log after it");
 }
 

@@ -16,6 +16,7 @@ use super::membership::Membership;
 use super::message::Message;
 use super::replica::RaftOutput;
 use super::replica::Replica;
+use super::SnapshotData;
 use crate::ids::{Index, Term};
 use crate::io::PersistOp;
 
@@ -41,7 +42,7 @@ impl Image {
 pub(super) struct StoredSnapshot {
     pub(super) index: Index,
     pub(super) term: Term,
-    pub(super) image: Vec<u8>,
+    pub(super) image: SnapshotData,
 }
 
 impl Replica {
@@ -49,13 +50,16 @@ impl Replica {
     /// Ignored unless `index` is committed and newer than the last snapshot (or, with none
     /// yet, than index 0: a snapshot there holds no entry, so a disk could not tell that the
     /// log continues it and would drop the whole log).
-    pub(super) fn take_snapshot(&mut self, index: Index, data: Vec<u8>, out: &mut Vec<RaftOutput>) {
+    pub(super) fn take_snapshot(&mut self, index: Index, data: SnapshotData, out: &mut Vec<RaftOutput>) {
         let newer = index > self.snapshot.as_ref().map_or(Index::ZERO, |s| s.index);
         if index > self.commit || !newer || index < self.log.offset() {
             return;
         }
         let term = self.log.term_at(index).expect("a committed index at or above the offset is held");
-        let image = Image { membership: self.configs.at(index).clone(), state: data }.encode();
+        let membership = self.configs.at(index).clone();
+        // Made where the bytes are first needed (the host's snapshot writer, normally).
+        let image =
+            SnapshotData::deferred(move || Image { membership, state: data.bytes().to_vec() }.encode());
         self.configs.fold_to(index);
         self.persist(PersistOp::Snapshot { index, term, data: image.clone() }, out);
         self.snapshot = Some(StoredSnapshot { index, term, image });
@@ -67,7 +71,7 @@ impl Replica {
     pub(super) fn send_snapshot(&mut self, peer: &str, out: &mut Vec<RaftOutput>) {
         let now = self.now;
         let s = self.snapshot.as_ref().expect("a compacted log always has a snapshot below it");
-        let (index, term_of_index, data) = (s.index, s.term, s.image.clone());
+        let (index, term_of_index, data) = (s.index, s.term, s.image.bytes().to_vec());
         let Some(l) = self.leadership() else { return };
         let read_ctx = l.reads.round();
         let Some(p) = l.progress.get_mut(peer) else { return };
@@ -113,6 +117,7 @@ impl Replica {
             self.durability.cap(index);
         }
         self.commit = index;
+        let data = SnapshotData::ready(data);
         let token = self.persist(PersistOp::Snapshot { index, term: term_of_index, data: data.clone() }, out);
         self.durability.mark_log(token, index);
         self.snapshot = Some(StoredSnapshot { index, term: term_of_index, image: data });
