@@ -4,6 +4,8 @@
 //! a lock, deletes leave tombstones so prefix indexes never go backwards). Never decides who
 //! may write, and never reads time: anything time-dependent arrives stamped in the command.
 
+use std::sync::Arc;
+
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +14,8 @@ use crate::ids::Index;
 /// One stored key. Serialized to JSON through `api::KvEntryJson` (base64 value).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvEntry {
-    pub key: String,
+    /// The same allocation as the table's key for it.
+    pub key: Arc<str>,
     pub value: Vec<u8>,
     pub flags: u64,
     pub lock_index: u64,
@@ -35,8 +38,9 @@ pub enum KvSetMode {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "Decoded")]
 pub struct KvTable {
-    entries: OrdMap<String, KvEntry>,
+    entries: OrdMap<Arc<str>, KvEntry>,
     tombstones: OrdMap<String, Index>,
     /// Last index that changed any entry or tombstone.
     table_index: Index,
@@ -122,10 +126,12 @@ impl KvTable {
             }
         }
         let create_index = current.map_or(index, |e| e.create_index);
+        let key: Arc<str> = current.map_or_else(|| key.into(), |e| e.key.clone());
+        self.tombstones.remove(&*key);
         self.entries.insert(
-            key.into(),
+            key.clone(),
             KvEntry {
-                key: key.into(),
+                key,
                 value: value.to_vec(),
                 flags,
                 lock_index,
@@ -134,7 +140,6 @@ impl KvTable {
                 modify_index: index,
             },
         );
-        self.tombstones.remove(key);
         self.table_index = index;
         Ok(true)
     }
@@ -143,10 +148,10 @@ impl KvTable {
     /// With `cas`, deletes only if the modify index matches; a missing key counts as deleted.
     pub fn delete(&mut self, index: Index, key: &str, recurse: bool, cas: Option<u64>) -> bool {
         if recurse {
-            let doomed: Vec<String> = self.prefix(key).map(|e| e.key.clone()).collect();
+            let doomed: Vec<Arc<str>> = self.prefix(key).map(|e| e.key.clone()).collect();
             for k in doomed {
                 self.entries.remove(&k);
-                self.tombstones.insert(k, index);
+                self.tombstones.insert(k.to_string(), index);
             }
             self.table_index = index;
             return true;
@@ -161,6 +166,22 @@ impl KvTable {
         self.tombstones.insert(key.into(), index);
         self.table_index = index;
         true
+    }
+}
+
+/// A table as snapshots hold it: keys are stored twice there (as map keys and in their
+/// entries), and decoding shares one allocation between the two again.
+#[derive(Deserialize)]
+struct Decoded {
+    entries: OrdMap<Arc<str>, KvEntry>,
+    tombstones: OrdMap<String, Index>,
+    table_index: Index,
+}
+
+impl From<Decoded> for KvTable {
+    fn from(d: Decoded) -> KvTable {
+        let entries = d.entries.into_iter().map(|(_, e)| (e.key.clone(), e)).collect();
+        KvTable { entries, tombstones: d.tombstones, table_index: d.table_index }
     }
 }
 
@@ -231,7 +252,19 @@ mod tests {
         for (i, k) in ["foo", "foo/", "foo/bar", "foo1", "fop"].iter().enumerate() {
             set(&mut t, i as u64 + 1, k, "", KvSetMode::Set).unwrap();
         }
-        let keys: Vec<_> = t.prefix("foo").map(|e| e.key.as_str()).collect();
+        let keys: Vec<_> = t.prefix("foo").map(|e| &*e.key).collect();
         assert_eq!(keys, ["foo", "foo/", "foo/bar", "foo1"]);
+    }
+
+    #[test]
+    fn keys_are_stored_once_and_shared_again_after_decoding() {
+        let mut t = KvTable::default();
+        t.set(Index(1), "a/b", b"v", 0, &KvSetMode::Set, |_| false).unwrap();
+        t.set(Index(2), "a/b", b"w", 0, &KvSetMode::Set, |_| false).unwrap();
+        let shared = |t: &KvTable| t.entries.iter().all(|(k, e)| Arc::ptr_eq(k, &e.key));
+        assert!(shared(&t));
+        let back: KvTable = postcard::from_bytes(&postcard::to_allocvec(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert!(shared(&back));
     }
 }

@@ -244,7 +244,7 @@ fn kv_read(state: &State, key: &str, read: &KvRead) -> ReadResult {
                     .and_then(|s| rest.find(s).map(|i| i + s.len()))
                 {
                     Some(end) => format!("{key}{}", &rest[..end]),
-                    None => e.key.clone(),
+                    None => e.key.to_string(),
                 };
                 if keys.last() != Some(&k) {
                     keys.push(k);
