@@ -13,18 +13,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
-use muster_tests::bench::rss_kib;
+use muster_tests::bench::{percentile, rss_kib};
 use muster_tests::{query_packet, Agent};
 
 const CLIENTS: usize = 64;
 
 /// Runs `CLIENTS` keep-alive HTTP/1.1 connections for `secs`, each sending requests made by
-/// `make(client, n)`; returns (requests/s, p50, p99).
+/// `make(client, n)`; returns (requests/s, p50, p99, p99.9).
 async fn http_load(
     port: u16,
     secs: u64,
     make: impl Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
-) -> (f64, Duration, Duration) {
+) -> (f64, Duration, Duration, Duration) {
     let make = Arc::new(make);
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -57,12 +57,8 @@ async fn http_load(
         all.extend(t.await.expect("client task"));
     }
     all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    (done.load(Ordering::Relaxed) as f64 / secs as f64, pct(0.5), pct(0.99))
+    let pct = |p| percentile(&all, p);
+    (done.load(Ordering::Relaxed) as f64 / secs as f64, pct(0.5), pct(0.99), pct(0.999))
 }
 
 fn put_req(key: String, value: &'static [u8]) -> Request<Full<Bytes>> {
@@ -119,10 +115,10 @@ fn main() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let port = agent.http_port;
-    let (put_rps, put_p50, put_p99) = rt.block_on(http_load(port, secs, |c, n| {
+    let (put_rps, put_p50, put_p99, put_p999) = rt.block_on(http_load(port, secs, |c, n| {
         put_req(format!("bench/{c}/{}", n % 1000), b"0123456789abcdef")
     }));
-    let (get_rps, get_p50, get_p99) = rt.block_on(http_load(port, secs, |c, n| {
+    let (get_rps, get_p50, get_p99, get_p999) = rt.block_on(http_load(port, secs, |c, n| {
         Request::get(format!("/v1/kv/bench/{c}/{}", n % 1000))
             .header("host", "127.0.0.1")
             .body(Full::default())
@@ -160,10 +156,12 @@ fn main() {
     println!("|---|---|");
     println!("| start → HTTP ready (median of 5) | {:.0} ms |", starts[2].as_secs_f64() * 1e3);
     println!(
-        "| KV PUT, {CLIENTS} keep-alive clients | {put_rps:.0} req/s (p50 {put_p50:?}, p99 {put_p99:?}) |"
+        "| KV PUT, {CLIENTS} keep-alive clients | {put_rps:.0} req/s (p50 {put_p50:?}, p99 {put_p99:?}, \
+         p99.9 {put_p999:?}) |"
     );
     println!(
-        "| KV GET, {CLIENTS} keep-alive clients | {get_rps:.0} req/s (p50 {get_p50:?}, p99 {get_p99:?}) |"
+        "| KV GET, {CLIENTS} keep-alive clients | {get_rps:.0} req/s (p50 {get_p50:?}, p99 {get_p99:?}, \
+         p99.9 {get_p999:?}) |"
     );
     println!("| DNS SRV over UDP, 16 clients | {dns_qps:.0} queries/s |");
     println!("| RSS idle | {:.1} MiB |", idle as f64 / 1024.0);

@@ -1,17 +1,31 @@
 //! Cluster benchmark: `cargo bench -p muster-tests --bench cluster`.
 //!
 //! Starts three release `muster agent -server` processes on loopback ports (durable
-//! `-data-dir` under the temp dir) and measures, with a keep-alive HTTP/1.1 load generator:
-//! KV PUT with 1 and 64 clients (req/s, p50, p99, members' CPU per request), GET with 64
-//! clients in each consistency mode, failover (kill -9 the leader → first successful write
-//! through a survivor) on that loaded cluster and on five fresh ones, and the restart of the
-//! killed leader until it serves a newer write. Then, when `etcd` is installed
-//! (`apt-get install etcd-server`), the same phases run against a three-member etcd cluster
-//! over its HTTP/JSON gateway, with the same client code and connection counts, and the table
-//! gives muster/etcd ratios. Without etcd the muster half still runs and says etcd was skipped.
+//! `-data-dir` under the temp dir) and measures, with keep-alive HTTP/1.1 connections, in the
+//! load shape issue 11 measured (req/s, p50, p99, p99.9 and the members' CPU per request):
+//! - KV PUT of 256-byte values over 1,000 keys, 1 and 64 clients, to the leader and (64)
+//!   to a follower;
+//! - KV GET with 64 clients in each consistency mode;
+//! - `/v1/health/service/web?passing` and `/v1/catalog/service/web` with 64 clients, 10
+//!   instances of `web` registered, compared with muster's default KV GET and etcd's
+//!   serializable range read;
+//! - each member's resident memory after the PUT phases, after 5 s idle, and with 100,000
+//!   more keys (16 B values) after another 5 s;
+//! - failover (kill -9 the leader → first successful write through a survivor) on that
+//!   loaded cluster and on five fresh ones, and the restart of the killed leader until it
+//!   serves a newer write.
 //!
-//! `MUSTER_BENCH_SECS` sets each load phase's length (default 4); `ETCD_BIN` the etcd binary
-//! (default `etcd` on PATH). Every process is killed when its handle drops, panics included.
+//! Then, when `etcd` is installed, the same phases (but those etcd has no counterpart for)
+//! run against a three-member etcd cluster over its HTTP/JSON gateway, with the same request
+//! bytes and connection counts, and the table gives muster/etcd ratios and the bars issue 11
+//! sets. Without etcd the muster half still runs and says etcd was skipped.
+//!
+//! Environment: `MUSTER_BENCH_SECS` sets each load phase's length (default 4);
+//! `MUSTER_BENCH_DRIVER=wrk` generates the load phases with `wrk` (1 client: `-c1 -t1`, 64:
+//! `-c64 -t2`) instead of the built-in client, to check its figures with a load generator
+//! in C; `ETCD_BIN` names the etcd binary (default `etcd` on PATH). Install both with
+//! `apt-get install etcd-server wrk`. Every process is killed when its handle drops, panics
+//! included.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,19 +35,37 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::Request;
 use muster_tests::bench::{
-    self, cpu_time_of, free_ports, http_load, median, ms, progress, request, thousands, Load, TempDir,
+    self, cpu_time_of, free_ports, http_each, median, ms, progress, rss_kib, thousands, Driver, Load, Req,
+    TempDir,
 };
-use muster_tests::{muster_bin, Agent};
+use muster_tests::{http, muster_bin, Agent};
 
 const SERVERS: usize = 3;
 const MANY: usize = 64;
-const VALUE: &[u8] = b"0123456789abcdef";
+/// The size of every value the PUT and GET phases write and read, as issue 11 measured.
+const VALUE_BYTES: usize = 256;
+/// The value itself: printable, so it reads the same in a log or a wrk script.
+const VALUE: [u8; VALUE_BYTES] = {
+    let mut v = [0u8; VALUE_BYTES];
+    let mut i = 0;
+    while i < VALUE_BYTES {
+        v[i] = b"0123456789abcdef"[i % 16];
+        i += 1;
+    }
+    v
+};
+/// Keys the PUT phases spread their writes over.
+const PUT_KEYS: u64 = 1000;
 /// Keys written before the GET phases, so every GET finds its key.
 const GET_KEYS: u64 = 256;
+/// Instances of `web` registered for the health and catalog phases.
+const WEB: usize = 10;
+/// Distinct keys written for the memory measurement, with 16-byte values.
+const MEM_KEYS: u64 = 100_000;
+const MEM_VALUE: &[u8] = b"0123456789abcdef";
+/// How long the members idle before a memory reading that should not see a load's garbage.
+const IDLE: Duration = Duration::from_secs(5);
 const FAILOVERS: usize = 5;
 
 fn contains(body: &[u8], needle: &[u8]) -> bool {
@@ -58,8 +90,8 @@ enum Kind {
     Etcd,
 }
 
-fn etcd_put_body(key: &str) -> String {
-    format!(r#"{{"key":"{}","value":"{}"}}"#, B64.encode(key), B64.encode(VALUE))
+fn etcd_put_body(key: &str, value: &[u8]) -> String {
+    format!(r#"{{"key":"{}","value":"{}"}}"#, B64.encode(key), B64.encode(value))
 }
 
 fn etcd_range_body(key: &str, serializable: bool) -> String {
@@ -74,10 +106,10 @@ impl Kind {
         }
     }
 
-    fn put(self, key: &str) -> Request<Full<Bytes>> {
+    fn put(self, key: &str, value: &[u8]) -> Req {
         match self {
-            Kind::Muster => request("PUT", format!("/v1/kv/{key}"), Bytes::from_static(VALUE)),
-            Kind::Etcd => request("POST", "/v3/kv/put".into(), etcd_put_body(key).into()),
+            Kind::Muster => Req::new("PUT", format!("/v1/kv/{key}"), value.to_vec()),
+            Kind::Etcd => Req::new("POST", "/v3/kv/put".into(), etcd_put_body(key, value)),
         }
     }
 
@@ -88,15 +120,14 @@ impl Kind {
         }
     }
 
-    fn get(self, key: &str, read: Read) -> Request<Full<Bytes>> {
+    fn get(self, key: &str, read: Read) -> Req {
+        let muster = |query: &str| Req::new("GET", format!("/v1/kv/{key}?raw{query}"), Vec::new());
         match (self, read) {
-            (Kind::Muster, Read::Default) => request("GET", format!("/v1/kv/{key}?raw"), Bytes::new()),
-            (Kind::Muster, Read::Consistent) => {
-                request("GET", format!("/v1/kv/{key}?raw&consistent"), Bytes::new())
-            }
-            (Kind::Muster, Read::Local) => request("GET", format!("/v1/kv/{key}?raw&stale"), Bytes::new()),
+            (Kind::Muster, Read::Default) => muster(""),
+            (Kind::Muster, Read::Consistent) => muster("&consistent"),
+            (Kind::Muster, Read::Local) => muster("&stale"),
             (Kind::Etcd, read) => {
-                request("POST", "/v3/kv/range".into(), etcd_range_body(key, read == Read::Local).into())
+                Req::new("POST", "/v3/kv/range".into(), etcd_range_body(key, read == Read::Local))
             }
         }
     }
@@ -110,13 +141,9 @@ impl Kind {
 
     /// One blocking write of `key` through the member serving HTTP on `port`.
     fn write_once(self, port: u16, key: &str, timeout: Duration) -> bool {
-        let req = self.put(key);
-        let url = format!("http://127.0.0.1:{port}{}", req.uri());
-        let body = match self {
-            Kind::Muster => VALUE.to_vec(),
-            Kind::Etcd => etcd_put_body(key).into_bytes(),
-        };
-        match ureq::request(req.method().as_str(), &url).timeout(timeout).send_bytes(&body) {
+        let req = self.put(key, &VALUE);
+        let url = format!("http://127.0.0.1:{port}{}", req.path);
+        match ureq::request(req.method, &url).timeout(timeout).send_bytes(&req.body) {
             Ok(r) => r.into_string().is_ok_and(|b| self.put_ok()(b.as_bytes())),
             Err(_) => false,
         }
@@ -458,7 +485,17 @@ struct Results {
     get_default: Option<Load>,
     get_consistent: Option<Load>,
     get_local: Option<Load>,
-    /// Failover on the cluster the load phases used (~100k writes in its log).
+    /// `/v1/health/service/web?passing` (muster only).
+    health: Option<Load>,
+    /// `/v1/catalog/service/web` (muster only).
+    catalog: Option<Load>,
+    /// Each member's RSS (KiB) right after the PUT phases' write storm.
+    rss_after_puts: Vec<u64>,
+    /// The same after `IDLE` with no load.
+    rss_idle: Vec<u64>,
+    /// The same with `MEM_KEYS` more keys written, after `IDLE`.
+    rss_100k: Vec<u64>,
+    /// Failover on the cluster the load phases used (~100k writes in its log, and the keys).
     failover_loaded: Option<Duration>,
     /// Restart of that killed leader → caught up, or why it failed.
     rejoin: Option<Result<Duration, String>>,
@@ -468,8 +505,41 @@ struct Results {
     elections: Vec<String>,
 }
 
-/// The load phases, failover and rejoin on one cluster, then failover on fresh clusters.
-fn measure<C: Cluster>(start: impl Fn() -> C, rt: &tokio::runtime::Runtime, secs: u64) -> Results {
+/// Each live member's resident memory (KiB).
+fn rss_of(c: &dyn Cluster) -> Vec<u64> {
+    c.pids().into_iter().map(rss_kib).collect()
+}
+
+/// Entries in a `/v1/health/service` answer: each has one `"Checks"` list.
+fn entries(body: &[u8]) -> usize {
+    body.windows(8).filter(|w| w == b"\"Checks\"").count()
+}
+
+/// Registers `WEB` instances of `web` (a node each, with a passing check) through the
+/// muster leader on `port`, and waits until its health endpoint lists them all.
+fn register_web(port: u16) {
+    for i in 0..WEB {
+        let body = format!(
+            r#"{{"Node":"web-node-{i}","Address":"127.0.0.{}","Service":{{"ID":"web-{i}","Service":"web","Port":8080}},"Check":{{"CheckID":"web-{i}-check","Name":"alive","Status":"passing","ServiceID":"web-{i}"}}}}"#,
+            i + 10
+        );
+        let r = http("PUT", &format!("http://127.0.0.1:{port}/v1/catalog/register"), Some(body.as_bytes()));
+        assert!(r.as_ref().is_ok_and(|r| r.status == 200), "register web-{i}: {:?}", r.map(|r| r.text()));
+    }
+    wait_for(&format!("{WEB} passing instances of web"), Duration::from_secs(10), || {
+        let r = http("GET", &format!("http://127.0.0.1:{port}/v1/health/service/web?passing"), None).ok()?;
+        (entries(&r.body) == WEB).then_some(())
+    });
+}
+
+/// The load phases, memory, failover and rejoin on one cluster, then failover on fresh
+/// clusters.
+fn measure<C: Cluster>(
+    start: impl Fn() -> C,
+    rt: &tokio::runtime::Runtime,
+    driver: &Driver,
+    secs: u64,
+) -> Results {
     let mut c = start();
     let kind = c.kind();
     let name = kind.name();
@@ -480,10 +550,10 @@ fn measure<C: Cluster>(start: impl Fn() -> C, rt: &tokio::runtime::Runtime, secs
     let pids = c.pids();
     let elections = std::cell::RefCell::new(Vec::new());
     // Runs one load phase, adding the members' CPU time and noting any election during it.
-    let phase = |what: String, run: &dyn Fn() -> Load| {
+    let phase = |what: String, port: u16, clients: usize, reqs: Vec<Req>, ok: fn(&[u8]) -> bool| {
         progress(format!("{name}: {what}"));
         let (cpu, term) = (cpu_time_of(&pids), c.max_term());
-        let load = run();
+        let load = driver.load(rt, port, clients, secs, reqs, ok);
         let cpu = cpu_time_of(&pids) - cpu;
         let after = c.max_term();
         if after != term {
@@ -492,45 +562,58 @@ fn measure<C: Cluster>(start: impl Fn() -> C, rt: &tokio::runtime::Runtime, secs
         }
         Some(Load { cpu_per_req: cpu / u32::try_from(load.count.max(1)).unwrap_or(u32::MAX), ..load })
     };
+    let puts: Vec<Req> = (0..PUT_KEYS).map(|k| kind.put(&format!("bench/{k}"), &VALUE)).collect();
     let put = |port: u16, clients: usize, to: &str| {
-        phase(format!("PUT, {clients} clients, to the {to}"), &|| {
-            rt.block_on(http_load(
-                port,
-                clients,
-                secs,
-                move |c, n| kind.put(&format!("bench/{c}/{}", n % 1000)),
-                kind.put_ok(),
-            ))
-        })
+        phase(format!("PUT, {clients} clients, to the {to}"), port, clients, puts.clone(), kind.put_ok())
     };
     let mut r = Results {
         put_1: put(lport, 1, "leader"),
         put_many: put(lport, MANY, "leader"),
         put_many_follower: put(fport, MANY, "follower"),
+        rss_after_puts: rss_of(&c),
         ..Results::default()
     };
+    std::thread::sleep(IDLE);
+    r.rss_idle = rss_of(&c);
     for k in 0..GET_KEYS {
         assert!(kind.write_once(lport, &format!("get/{k}"), Duration::from_secs(10)), "prefill get/{k}");
     }
     let get = |read: Read, what: &str| {
-        phase(format!("GET {what}, {MANY} clients"), &|| {
-            rt.block_on(http_load(
-                lport,
-                MANY,
-                secs,
-                move |c, n| kind.get(&format!("get/{}", (c as u64 * 7 + n) % GET_KEYS), read),
-                kind.get_ok(),
-            ))
-        })
+        let reqs = (0..GET_KEYS).map(|k| kind.get(&format!("get/{k}"), read)).collect();
+        phase(format!("GET {what}, {MANY} clients"), lport, MANY, reqs, kind.get_ok())
     };
     if kind == Kind::Muster {
         r.get_default = get(Read::Default, "default");
     }
     r.get_consistent = get(Read::Consistent, "consistent");
     r.get_local = get(Read::Local, "local");
+    if kind == Kind::Muster {
+        register_web(lport);
+        // Any instance's ID in the answer will do: a full parse would cost the client more
+        // than the server's work being measured.
+        let ok: fn(&[u8]) -> bool = |b| contains(b, b"\"web-0\"");
+        let read = |path: &str| {
+            let reqs = vec![Req::new("GET", path.to_string(), Vec::new())];
+            phase(format!("GET {path}, {MANY} clients"), lport, MANY, reqs, ok)
+        };
+        r.health = read("/v1/health/service/web?passing");
+        r.catalog = read("/v1/catalog/service/web");
+    }
     r.elections = elections.into_inner();
-    // A pause first, so this measures failover with a long log, not the tail of the load.
-    std::thread::sleep(Duration::from_millis(1500));
+    progress(format!("{name}: writing {MEM_KEYS} keys for the memory reading"));
+    let failed = rt.block_on(http_each(
+        lport,
+        MANY,
+        MEM_KEYS,
+        move |k| kind.put(&format!("mem/{k}"), MEM_VALUE).to_request(),
+        kind.put_ok(),
+    ));
+    if failed > 0 {
+        progress(format!("{name}: {failed} of the {MEM_KEYS} memory writes failed"));
+    }
+    // The pause also makes the next failover one of a long log, not of the load's tail.
+    std::thread::sleep(IDLE);
+    r.rss_100k = rss_of(&c);
     let (killed, took) = failover(&mut c, 0);
     progress(format!("{name}: failover on the loaded cluster: {took:?}"));
     r.failover_loaded = Some(took);
@@ -570,12 +653,13 @@ fn cell(l: Option<Load>) -> String {
     match l {
         None => "—".into(),
         Some(l) => {
-            let errors = if l.errors > 0 { format!(", {} errors", l.errors) } else { String::new() };
+            let errors = if l.errors > 0 { format!(", **{} errors**", l.errors) } else { String::new() };
             format!(
-                "{} req/s (p50 {}, p99 {}; {} µs CPU/req{errors})",
+                "{} req/s (p50 {}, p99 {}, p99.9 {}; {} µs CPU/req{errors})",
                 thousands(l.rps),
                 ms(l.p50),
                 ms(l.p99),
+                ms(l.p999),
                 l.cpu_per_req.as_micros()
             )
         }
@@ -607,15 +691,53 @@ fn failover_cell(v: &[Duration]) -> String {
     }
 }
 
+/// The largest and the mean of the members' RSS, in MiB; `None` without readings.
+fn max_mean(kib: &[u64]) -> Option<(f64, f64)> {
+    let max = *kib.iter().max()?;
+    Some((max as f64 / 1024.0, kib.iter().sum::<u64>() as f64 / kib.len() as f64 / 1024.0))
+}
+
+fn rss_cell(kib: Option<&[u64]>) -> String {
+    kib.and_then(max_mean).map_or("—".into(), |(max, mean)| format!("max {max:.1} MiB, mean {mean:.1} MiB"))
+}
+
+/// muster's largest member over etcd's, the figure the memory bar is about.
+fn rss_ratio(m: &[u64], e: Option<&[u64]>) -> Option<f64> {
+    Some(max_mean(m)?.0 / max_mean(e?)?.0)
+}
+
+/// How a ratio is held against its bar.
+enum Need {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+fn bar(what: &str, r: Option<f64>, need: Need) {
+    let (met, need) = match need {
+        Need::AtLeast(n) => (r.map(|r| r >= n), format!("≥ {n}×")),
+        Need::AtMost(n) => (r.map(|r| r <= n), format!("≤ {n}×")),
+    };
+    match (r, met) {
+        (Some(r), Some(met)) => {
+            println!("- bar {what} {need}: {r:.2}× — {}", if met { "met" } else { "NOT met" })
+        }
+        _ => println!("- bar {what} {need}: not measured (etcd skipped)"),
+    }
+}
+
 fn main() {
     let Some(bench::Run { secs, rt, started, loadavg }) = bench::start() else {
         return; // `cargo test --all-targets` probes benches; nothing to list
     };
+    let driver = Driver::from_env().unwrap_or_else(|why| {
+        eprintln!("{why}");
+        std::process::exit(2);
+    });
 
-    let muster = measure(MusterCluster::start, &rt, secs);
+    let muster = measure(MusterCluster::start, &rt, &driver, secs);
     let (etcd, etcd_name) = match find_etcd() {
         Ok((bin, version)) => {
-            (Some(measure(|| EtcdCluster::start(&bin), &rt, secs)), format!("etcd {version}"))
+            (Some(measure(|| EtcdCluster::start(&bin), &rt, &driver, secs)), format!("etcd {version}"))
         }
         Err(why) => {
             println!("etcd skipped: {why}");
@@ -626,32 +748,57 @@ fn main() {
     let ef = |f: fn(&Results) -> Option<Load>| e.and_then(f);
 
     println!();
-    println!("| measurement (3 servers, loopback, 16 B values) | muster | {etcd_name} | muster/etcd |");
+    println!(
+        "| measurement (3 servers, loopback, {VALUE_BYTES} B values over {} keys) | muster | {etcd_name} | \
+         muster/etcd |",
+        thousands(PUT_KEYS as f64)
+    );
     println!("|---|---|---|---|");
-    let row = |what: &str, m: Option<Load>, x: Option<Load>| {
+    type Pick = fn(&Results) -> Option<Load>;
+    let rows: [(String, Pick, Pick); 8] = [
+        ("KV PUT, 1 client, to the leader".into(), |r| r.put_1, |r| r.put_1),
+        (format!("KV PUT, {MANY} clients, to the leader"), |r| r.put_many, |r| r.put_many),
+        (
+            format!("KV PUT, {MANY} clients, to a follower (forwarded)"),
+            |r| r.put_many_follower,
+            |r| r.put_many_follower,
+        ),
+        (format!("KV GET, {MANY} clients: muster default (lease) vs etcd serializable"), |r| r.get_default, |r| r.get_local),
+        (
+            format!("KV GET, {MANY} clients: muster `?consistent` vs etcd linearizable"),
+            |r| r.get_consistent,
+            |r| r.get_consistent,
+        ),
+        (format!("KV GET, {MANY} clients: muster `?stale` vs etcd serializable"), |r| r.get_local, |r| r.get_local),
+        (
+            format!("`/v1/health/service/web?passing` ({WEB} instances), {MANY} clients, vs etcd serializable range"),
+            |r| r.health,
+            |r| r.get_local,
+        ),
+        (
+            format!("`/v1/catalog/service/web` ({WEB} instances), {MANY} clients, vs etcd serializable range"),
+            |r| r.catalog,
+            |r| r.get_local,
+        ),
+    ];
+    for (what, mine, theirs) in rows {
+        let (m, x) = (mine(&muster), ef(theirs));
         println!("| {what} | {} | {} | {} |", cell(m), cell(x), ratio_cell(m, x));
+    }
+    let mem_row = |what: &str, rss: fn(&Results) -> &[u64]| {
+        let ratio = rss_ratio(rss(&muster), e.map(rss))
+            .map_or("—".into(), |r| format!("{r:.2}× (largest member; lower is better)"));
+        println!("| {what} | {} | {} | {ratio} |", rss_cell(Some(rss(&muster))), rss_cell(e.map(rss)));
     };
-    row("KV PUT, 1 client, to the leader", muster.put_1, ef(|r| r.put_1));
-    row(&format!("KV PUT, {MANY} clients, to the leader"), muster.put_many, ef(|r| r.put_many));
-    row(
-        &format!("KV PUT, {MANY} clients, to a follower (forwarded)"),
-        muster.put_many_follower,
-        ef(|r| r.put_many_follower),
-    );
-    row(
-        &format!("KV GET, {MANY} clients: muster default (lease) vs etcd serializable"),
-        muster.get_default,
-        ef(|r| r.get_local),
-    );
-    row(
-        &format!("KV GET, {MANY} clients: muster `?consistent` vs etcd linearizable"),
-        muster.get_consistent,
-        ef(|r| r.get_consistent),
-    );
-    row(
-        &format!("KV GET, {MANY} clients: muster `?stale` vs etcd serializable"),
-        muster.get_local,
-        ef(|r| r.get_local),
+    mem_row("RSS per member, right after the PUT phases", |r| &r.rss_after_puts);
+    mem_row(&format!("RSS per member, after {} s idle", IDLE.as_secs()), |r| &r.rss_idle);
+    mem_row(
+        &format!(
+            "RSS per member with {} more keys (16 B values), after {} s idle",
+            thousands(MEM_KEYS as f64),
+            IDLE.as_secs()
+        ),
+        |r| &r.rss_100k,
     );
     let time_row = |what: &str, m: Option<Duration>, x: Option<Duration>, mcell: String, xcell: String| {
         let r = match (m, x) {
@@ -673,7 +820,7 @@ fn main() {
     );
     let loaded = |r: &Results| r.failover_loaded;
     time_row(
-        "failover, the same, on the loaded cluster (1.5 s after the phases above)",
+        "failover, the same, on the loaded cluster (after the memory reading)",
         loaded(&muster),
         e.and_then(loaded),
         loaded(&muster).map_or("—".into(), ms),
@@ -698,21 +845,37 @@ fn main() {
             println!("- **{sys}: leadership changed during `{what}`**: that row mixes two leaders");
         }
     }
-    let bar = |what: &str, r: Option<f64>, need: f64| match r {
-        Some(r) => {
-            println!("- bar {what} ≥ {need}×: {r:.2}× — {}", if r >= need { "met" } else { "NOT met" })
-        }
-        None => println!("- bar {what} ≥ {need}×: not measured (etcd skipped)"),
-    };
-    bar("PUT 1 client vs etcd", ratio(muster.put_1, ef(|r| r.put_1)), 3.0);
-    bar(&format!("PUT {MANY} clients vs etcd"), ratio(muster.put_many, ef(|r| r.put_many)), 3.0);
-    bar("default GET vs etcd serializable GET", ratio(muster.get_default, ef(|r| r.get_local)), 5.0);
+    bar("PUT 1 client vs etcd", ratio(muster.put_1, ef(|r| r.put_1)), Need::AtLeast(3.0));
+    bar(
+        &format!("PUT {MANY} clients vs etcd"),
+        ratio(muster.put_many, ef(|r| r.put_many)),
+        Need::AtLeast(3.0),
+    );
+    bar(
+        "default GET vs etcd serializable GET",
+        ratio(muster.get_default, ef(|r| r.get_local)),
+        Need::AtLeast(5.0),
+    );
+    for (what, load) in [("health", muster.health), ("catalog", muster.catalog)] {
+        bar(&format!("{what} vs muster default KV GET"), ratio(load, muster.get_default), Need::AtLeast(0.5));
+        bar(
+            &format!("{what} vs etcd serializable GET"),
+            ratio(load, ef(|r| r.get_local)),
+            Need::AtLeast(4.0),
+        );
+    }
+    bar(
+        &format!("RSS with {} keys vs etcd (largest member)", thousands(MEM_KEYS as f64)),
+        rss_ratio(&muster.rss_100k, e.map(|r| r.rss_100k.as_slice())),
+        Need::AtMost(0.5),
+    );
     println!(
         "\nRatios are req/s (muster/etcd), with CPU time per request (all three members, user + \
-         system) in brackets: below 1× muster spends less. Each load phase runs {secs} s after its \
-         connections are made; data dirs on {}, so every write is fsynced; etcd is loaded through \
-         its HTTP/JSON gateway. Members and the load generator (1 tokio thread) share the \
+         system) in brackets: below 1× muster spends less. Load from {}; each load phase runs \
+         {secs} s after its connections are made; data dirs on {}, so every write is fsynced; etcd \
+         is loaded through its HTTP/JSON gateway. Members and the load generator share the \
          machine's {} cores (load average {loadavg} at start); whole run {:.0} s.",
+        driver.name(),
         std::env::temp_dir().display(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         started.elapsed().as_secs_f64()

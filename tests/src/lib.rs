@@ -416,6 +416,8 @@ impl Resp {
     }
 }
 
+pub mod wrk;
+
 /// What the benchmarks share: the keep-alive HTTP load generator and its results, what they
 /// read about processes, where they keep their files, and how they print figures.
 pub mod bench {
@@ -425,6 +427,7 @@ pub mod bench {
 
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
+    use hyper::client::conn::http1::SendRequest;
     use hyper::Request;
     use hyper_util::rt::TokioIo;
 
@@ -443,15 +446,8 @@ pub mod bench {
         pub cpu_per_req: Duration,
     }
 
-    /// Runs `clients` keep-alive HTTP/1.1 connections to `port` for `secs` (timed from when all
-    /// are connected), each sending requests made by `make(client, n)`; a request counts when its
-    /// status is 2xx and `ok(body)` holds, otherwise it is an error.
-    pub async fn http_load<M, C>(port: u16, clients: usize, secs: u64, make: M, ok: C) -> Load
-    where
-        M: Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
-        C: Fn(&[u8]) -> bool + Send + Sync + 'static,
-    {
-        let (make, ok) = (Arc::new(make), Arc::new(ok));
+    /// Opens `clients` keep-alive HTTP/1.1 connections to `port` (no Nagle delay).
+    async fn connect(port: u16, clients: usize) -> Vec<SendRequest<Full<Bytes>>> {
         let mut conns = Vec::new();
         for _ in 0..clients {
             let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
@@ -461,6 +457,19 @@ pub mod bench {
             tokio::spawn(conn);
             conns.push(send);
         }
+        conns
+    }
+
+    /// Runs `clients` keep-alive HTTP/1.1 connections to `port` for `secs` (timed from when all
+    /// are connected), each sending requests made by `make(client, n)`; a request counts when its
+    /// status is 2xx and `ok(body)` holds, otherwise it is an error.
+    pub async fn http_load<M, C>(port: u16, clients: usize, secs: u64, make: M, ok: C) -> Load
+    where
+        M: Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
+        C: Fn(&[u8]) -> bool + Send + Sync + 'static,
+    {
+        let (make, ok) = (Arc::new(make), Arc::new(ok));
+        let conns = connect(port, clients).await;
         let start = Instant::now();
         let deadline = start + Duration::from_secs(secs);
         let tasks: Vec<_> = conns
@@ -505,6 +514,116 @@ pub mod bench {
             errors,
             count: all.len() as u64,
             cpu_per_req: Duration::ZERO,
+        }
+    }
+
+    /// Sends `make(i)` once for each `i` in `0..total` over `clients` keep-alive connections
+    /// (connection `c` sends `c`, `c + clients`, …), each as soon as the previous one is
+    /// answered: filling a store with distinct keys, not timing it. Returns how many failed
+    /// (not 2xx, or `ok(body)` false).
+    pub async fn http_each<M, C>(port: u16, clients: usize, total: u64, make: M, ok: C) -> u64
+    where
+        M: Fn(u64) -> Request<Full<Bytes>> + Send + Sync + 'static,
+        C: Fn(&[u8]) -> bool + Send + Sync + 'static,
+    {
+        let (make, ok) = (Arc::new(make), Arc::new(ok));
+        let tasks: Vec<_> = connect(port, clients)
+            .await
+            .into_iter()
+            .enumerate()
+            .map(|(c, mut send)| {
+                let (make, ok) = (make.clone(), ok.clone());
+                tokio::spawn(async move {
+                    let mut errors = 0;
+                    for i in (c as u64..total).step_by(clients) {
+                        let resp = send.send_request(make(i)).await.expect("request");
+                        let status = resp.status();
+                        let body = resp.into_body().collect().await.expect("body").to_bytes();
+                        if !(status.is_success() && ok(&body)) {
+                            errors += 1;
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        let mut errors = 0;
+        for t in tasks {
+            errors += t.await.expect("client task");
+        }
+        errors
+    }
+
+    /// One request of a load phase, kept as data so that either driver can replay it: the
+    /// built-in client builds it per request, wrk gets it written into its Lua script.
+    #[derive(Clone)]
+    pub struct Req {
+        pub method: &'static str,
+        pub path: String,
+        pub body: Bytes,
+    }
+
+    impl Req {
+        pub fn new(method: &'static str, path: String, body: impl Into<Bytes>) -> Req {
+            Req { method, path, body: body.into() }
+        }
+
+        pub fn to_request(&self) -> Request<Full<Bytes>> {
+            request(self.method, self.path.clone(), self.body.clone())
+        }
+    }
+
+    /// What generates a load phase's requests, chosen by `MUSTER_BENCH_DRIVER`: the built-in
+    /// client (`http_load`, the default) or `wrk` (`MUSTER_BENCH_DRIVER=wrk`), a load generator
+    /// in C that others can run against the same servers to check the built-in one's figures.
+    pub enum Driver {
+        Builtin,
+        Wrk(crate::wrk::Wrk),
+    }
+
+    impl Driver {
+        /// The driver `MUSTER_BENCH_DRIVER` names; `Err` says why it cannot run.
+        pub fn from_env() -> Result<Driver, String> {
+            match std::env::var("MUSTER_BENCH_DRIVER").as_deref() {
+                Err(_) | Ok("" | "builtin") => Ok(Driver::Builtin),
+                Ok("wrk") => crate::wrk::Wrk::new().map(Driver::Wrk),
+                Ok(other) => Err(format!("MUSTER_BENCH_DRIVER={other}: expected `wrk` or `builtin`")),
+            }
+        }
+
+        /// How the result tables name it.
+        pub fn name(&self) -> &'static str {
+            match self {
+                Driver::Builtin => "the built-in keep-alive client (1 tokio thread)",
+                Driver::Wrk(_) => "wrk",
+            }
+        }
+
+        /// Runs `clients` keep-alive connections to `port` for `secs`, cycling through `reqs`
+        /// (the built-in client sends connection `c` its `n`th as `reqs[(n * clients + c) %
+        /// len]`, so concurrent requests spread over the list; each wrk thread takes every
+        /// thread-count-th entry in turn). The built-in client counts a request only when
+        /// `ok(body)` holds too; wrk only checks for a status below 400, since reading bodies
+        /// in its Lua would cost more than the servers' work being measured.
+        pub fn load(
+            &self,
+            rt: &tokio::runtime::Runtime,
+            port: u16,
+            clients: usize,
+            secs: u64,
+            reqs: Vec<Req>,
+            ok: fn(&[u8]) -> bool,
+        ) -> Load {
+            match self {
+                Driver::Builtin => {
+                    let len = reqs.len() as u64;
+                    let make = move |c: usize, n: u64| {
+                        reqs[((n * clients as u64 + c as u64) % len) as usize].to_request()
+                    };
+                    rt.block_on(http_load(port, clients, secs, make, ok))
+                }
+                Driver::Wrk(wrk) => wrk.run(port, clients, secs, &reqs),
+            }
         }
     }
 
