@@ -12,7 +12,7 @@ use std::time::Instant;
 use muster_core::api::{ApiRequest, ApiResponse};
 use muster_core::fsm::catalog::Health;
 use muster_core::ids::{PersistToken, ReqId, RunId};
-use muster_core::io::{Effect, Event, Input, Pool};
+use muster_core::io::{Effect, Event, Input, PersistOp, Pool};
 use muster_core::node::Node;
 use muster_core::time::Time;
 use tokio::sync::{mpsc, oneshot};
@@ -246,7 +246,15 @@ impl Host {
                         self.deadline = Some(self.epoch + std::time::Duration::from_nanos(at.as_nanos()));
                     }
                     Effect::Persist { token, op } => match &self.persister {
-                        Persister::Memory => queue.push_back(Input::Persisted { token }),
+                        Persister::Memory => {
+                            if let PersistOp::Snapshot { data, .. } = op {
+                                // Nothing writes it, but the replica keeps the image: encode
+                                // it now (off this loop), so the copy of the state it was
+                                // made from is let go rather than kept until the next one.
+                                spawn_encode(data);
+                            }
+                            queue.push_back(Input::Persisted { token })
+                        }
                         Persister::Disk(d) => d.submit(token, op),
                     },
                     Effect::Respond { id, resp } => {
@@ -312,6 +320,15 @@ impl Host {
             }
         }
         Ok(())
+    }
+}
+
+fn spawn_encode(data: muster_core::raft::SnapshotData) {
+    let encode = move || {
+        data.bytes();
+    };
+    if let Err(e) = std::thread::Builder::new().name("muster-snapshot".into()).spawn(encode) {
+        tracing::warn!(error = %e, "no thread to encode the snapshot; it is encoded when first needed");
     }
 }
 
