@@ -207,6 +207,7 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         debug_config,
         host_stats,
         snapshot_threshold: cfg.raft_snapshot_threshold.max(1),
+        raft_trailing_logs: cfg.raft_trailing_logs,
         raft_election_timeout: cfg.raft_timing.election_timeout,
         // Several heartbeats fit in the shortest election timeout, so one lost heartbeat
         // never starts an election.

@@ -224,6 +224,8 @@ pub struct AgentConfig {
     pub session_ttl_min: Duration,
     /// Applied entries between state-machine snapshots (`raft_snapshot_threshold`).
     pub raft_snapshot_threshold: u64,
+    /// Log entries kept below a snapshot for followers a little behind (`raft_trailing_logs`).
+    pub raft_trailing_logs: u64,
     /// Includes the deprecated `start_join` addresses.
     pub retry_join: Vec<String>,
     /// Includes the deprecated `start_join_wan` addresses.
@@ -650,7 +652,7 @@ const TOP: &[Key] = &[
     ignored("raft_protocol", INT),
     ignored("raft_snapshot_interval", DUR),
     used("raft_snapshot_threshold", UINT),
-    ignored("raft_trailing_logs", INT),
+    used("raft_trailing_logs", UINT),
     ignored("read_replica", BOOL),
     ignored("reconnect_timeout", DUR),
     ignored("reconnect_timeout_wan", DUR),
@@ -1637,6 +1639,7 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         txn_max_req_len: t.u64("limits.txn_max_req_len", 512 * 1024),
         session_ttl_min: t.duration("session_ttl_min", secs(10)),
         raft_snapshot_threshold: t.u64("raft_snapshot_threshold", 16384),
+        raft_trailing_logs: t.u64("raft_trailing_logs", 10_240),
         retry_join: t.strings("retry_join"),
         retry_join_wan: t.strings("retry_join_wan"),
         retry_interval: t.duration("retry_interval", secs(30)),

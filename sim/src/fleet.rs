@@ -164,6 +164,8 @@ fn server_config(i: usize, ids: &[String], p: &Profile) -> Config {
         raft_heartbeat: HEARTBEAT,
         rpc_hold_timeout: HOLD,
         snapshot_threshold: p.snapshot_every,
+        // Few kept below a snapshot, so followers that fall behind need one installed.
+        raft_trailing_logs: p.trailing,
         muster_version: "sim".into(),
         ..Config::defaults(info)
     }

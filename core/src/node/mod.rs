@@ -85,6 +85,9 @@ pub struct Config {
     /// Write a state-machine snapshot after this many applied entries, so the durable log
     /// can be compacted.
     pub snapshot_threshold: u64,
+    /// Log entries kept below a snapshot, so a follower a little behind catches up from the
+    /// log rather than by a whole snapshot (Consul's `raft_trailing_logs`).
+    pub raft_trailing_logs: u64,
     /// Followers campaign after hearing nothing from a leader for a random time in
     /// [T, 2T); leaders send heartbeats every `raft_heartbeat`.
     pub raft_election_timeout: Duration,
@@ -129,6 +132,7 @@ impl Config {
             debug_config: BTreeMap::new(),
             host_stats: BTreeMap::new(),
             snapshot_threshold: 8192,
+            raft_trailing_logs: 10_240,
             raft_election_timeout: Duration::from_secs(1),
             raft_heartbeat: Duration::from_millis(150),
             bootstrap_expect: 0,
@@ -223,6 +227,7 @@ impl Node {
             election_timeout: cfg.raft_election_timeout,
             heartbeat_interval: cfg.raft_heartbeat,
             max_clock_drift: cfg.raft_election_timeout / 10,
+            snapshot_trailing: cfg.raft_trailing_logs,
             ..ReplicaConfig::new(id.clone(), vec![])
         };
         rcfg.validate()?;
