@@ -29,8 +29,8 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::decode;
-use crate::filter::Filter;
 use crate::host::NodeHandle;
+use muster_core::api::filter::Filter;
 
 /// Reads the config files again and says what a reload registers (`AgentReload`).
 pub type Reloader = Arc<dyn Fn() -> Result<ApiRequest, String> + Send + Sync>;

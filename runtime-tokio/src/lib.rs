@@ -10,7 +10,6 @@ pub mod config;
 pub mod decode;
 pub mod disk;
 pub mod dns;
-pub mod filter;
 pub mod gossip;
 pub mod host;
 pub mod http;

@@ -7,6 +7,7 @@
 
 pub mod defs;
 pub mod dns;
+pub mod filter;
 pub mod shapes;
 
 use crate::fsm::catalog::Health;
