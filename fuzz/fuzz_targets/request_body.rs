@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| muster_runtime::decode::fuzz_bodies(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| muster_core::api::decode::fuzz_bodies(data));

@@ -27,7 +27,8 @@ use crate::config::AgentConfig;
 use crate::disk::DiskLog;
 use crate::host::{Host, HostError, NodeHandle, Storage};
 use crate::http::{HttpOptions, Reloader};
-use crate::{decode, dns, gossip, http, rpc};
+use crate::{dns, gossip, http, rpc};
+use muster_core::api::decode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

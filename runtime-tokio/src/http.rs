@@ -28,8 +28,8 @@ use muster_core::time::parse_go_duration;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::decode;
 use crate::host::NodeHandle;
+use muster_core::api::decode;
 use muster_core::api::filter::Filter;
 
 /// Reads the config files again and says what a reload registers (`AgentReload`).

@@ -7,7 +7,6 @@
 pub mod agent;
 pub mod checks;
 pub mod config;
-pub mod decode;
 pub mod disk;
 pub mod dns;
 pub mod gossip;

@@ -5,6 +5,7 @@
 //! objects), `dns` (names and records). Never parses HTTP or DNS wire formats (hosts do) and
 //! never reads state (the node answers requests).
 
+pub mod decode;
 pub mod defs;
 pub mod dns;
 pub mod filter;

@@ -1,5 +1,5 @@
 //! Request bodies as Consul's clients send them, decoded from JSON into the definition types
-//! of `muster_core::api::defs`.
+//! of `api::defs`.
 //!
 //! Owns the decoding rules Consul inherits from Go's `encoding/json` and its own config
 //! aliases: field names match ignoring case and underscores (`EnableTagOverride`,
@@ -15,11 +15,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use muster_core::api::defs::{
-    CatalogCheckDef, CatalogDeregisterDef, CatalogRegisterDef, CheckDef, ServiceDef,
-};
-use muster_core::fsm::catalog::{ServiceAddress, Weights};
-use muster_core::time::parse_go_duration;
+use crate::api::defs::{CatalogCheckDef, CatalogDeregisterDef, CatalogRegisterDef, CheckDef, ServiceDef};
+use crate::fsm::catalog::{ServiceAddress, Weights};
+use crate::time::parse_go_duration;
 use serde_json::Value;
 
 /// Why a body was refused; Display is the 400 text the API answers with.
@@ -329,6 +327,7 @@ fn map<T>(
 }
 
 /// Fuzz body: arbitrary bytes through the body parser and every decoder; none may panic.
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn fuzz_bodies(data: &[u8]) {
     if let Ok(v) = parse_body(data) {
         let _ = service_def(&v);
