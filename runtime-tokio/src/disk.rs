@@ -131,6 +131,16 @@ struct Checkpoint {
     writer: std::thread::JoinHandle<Result<(), DiskError>>,
 }
 
+/// A log let go while a snapshot is being written waits for it, so that the directory is
+/// not opened again (by a restart in the same process) with a writer still renaming into it.
+impl Drop for DiskLog {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkpoint.take() {
+            let _ = c.writer.join();
+        }
+    }
+}
+
 impl DiskLog {
     /// Opens (creating if needed) `<data_dir>/raft/`, recovers what is there, and returns the
     /// log ready to append. A torn tail is cut off; anything else inconsistent is an error.
