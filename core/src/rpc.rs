@@ -22,6 +22,10 @@ pub const VERSION: u8 = 1;
 /// The largest frame accepted: room for a snapshot of a large catalog, small enough that a
 /// bogus length cannot make a server allocate without bound.
 pub const MAX_FRAME: usize = 256 << 20;
+/// The largest preamble frame: it holds only a name (`host:port`, `client/<node>`). Anyone
+/// who reaches the port can send one, so a larger claim is refused before anything is
+/// buffered for it.
+pub const MAX_PREAMBLE: usize = 1024;
 
 /// What a forwarded write asks the leader to do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -187,21 +191,29 @@ impl Decoder {
             if self.buf[4] != VERSION {
                 return Err(FrameError::Version(self.buf[4]));
             }
-            let Some((from, used)) = take_frame::<String>(&self.buf[5..])? else { return Ok(None) };
+            let Some((from, used)) = take_frame::<String>(&self.buf[5..], MAX_PREAMBLE)? else {
+                return Ok(None);
+            };
             self.used = 5 + used;
             self.from = Some(from);
         }
-        let Some((msg, used)) = take_frame::<PeerMessage>(&self.buf[self.used..])? else { return Ok(None) };
+        let Some((msg, used)) = take_frame::<PeerMessage>(&self.buf[self.used..], MAX_FRAME)? else {
+            return Ok(None);
+        };
         self.used += used;
         Ok(Some(msg))
     }
 }
 
-/// Decodes one frame from the front of `buf`, returning it and the bytes it used.
-fn take_frame<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+/// Decodes one frame of at most `max` bytes from the front of `buf`, returning it and the
+/// bytes it used.
+fn take_frame<T: for<'de> Deserialize<'de>>(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
     let Some(len) = buf.get(..4) else { return Ok(None) };
     let len = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(FrameError::TooLarge(len));
     }
     let Some(body) = buf.get(4..4 + len) else { return Ok(None) };
@@ -289,6 +301,21 @@ mod tests {
         d.push(&preamble("a"));
         d.push(&[0, 0, 0, 2, 0xff, 0xff]);
         assert!(matches!(d.next_message(), Err(FrameError::Decode(_))));
+        // A preamble claiming 256 MiB is refused once its length is in, not after the bytes.
+        let mut d = Decoder::default();
+        d.push(b"MSTR\x01");
+        d.push(&(256u32 << 20).to_be_bytes());
+        assert_eq!(d.next_message(), Err(FrameError::TooLarge(256 << 20)));
+        let mut d = Decoder::default();
+        d.push(&preamble(&"n".repeat(MAX_PREAMBLE)));
+        assert!(
+            matches!(d.next_message(), Err(FrameError::TooLarge(_))),
+            "the name and its length prefix exceed it"
+        );
+        let mut d = Decoder::default();
+        d.push(&preamble(&"n".repeat(MAX_PREAMBLE - 2)));
+        d.push(&encode(&PeerMessage::Hello { bootstrapped: false }));
+        assert_eq!(d.next_message(), Ok(Some(PeerMessage::Hello { bootstrapped: false })));
     }
 
     proptest! {

@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// An accepted connection that has not named itself by then is closed (Consul's
+/// `rpc_handshake_timeout`), so silent connections hold nothing for long.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the transport tells the host loop.
 pub enum Delivery {
@@ -260,8 +263,16 @@ impl Inbound {
     ) -> Result<(), String> {
         let mut decoder = Decoder::default();
         let mut buf = vec![0u8; 64 * 1024];
+        let handshake_by = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         loop {
-            let n = reader.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let read = reader.read(&mut buf);
+            let n = if decoder.from().is_some() {
+                read.await
+            } else {
+                let late = || "no preamble within the handshake timeout".to_string();
+                tokio::time::timeout_at(handshake_by, read).await.map_err(|_| late())?
+            }
+            .map_err(|e| e.to_string())?;
             if n == 0 {
                 return Ok(());
             }

@@ -103,3 +103,40 @@ fn garbage_on_the_wire_does_not_hurt() {
     drop(t);
     still_serving(&a);
 }
+
+#[test]
+fn the_server_port_refuses_a_huge_preamble_at_once_and_drops_silent_connections() {
+    let rpc = muster_tests::free_port();
+    let a = Agent::dev(&["-server-port", &rpc.to_string()]);
+    a.put("/v1/kv/sentinel", b"kept");
+    let rss = muster_tests::bench::rss_kib(a.pid());
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", rpc)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s
+    };
+    let closed_after = |mut s: TcpStream| {
+        let started = std::time::Instant::now();
+        let mut byte = [0u8; 1];
+        let n = s.read(&mut byte).unwrap_or(0);
+        assert_eq!(n, 0, "the server sends nothing on a connection that never named itself");
+        started.elapsed()
+    };
+    // A preamble claiming 256 MiB, then 4 MiB of it: refused when the length arrives.
+    let mut huge = connect();
+    huge.write_all(b"MSTR\x01").unwrap();
+    huge.write_all(&(256u32 << 20).to_be_bytes()).unwrap();
+    let _ = huge.write_all(&vec![b'x'; 4 << 20]);
+    assert!(closed_after(huge) < Duration::from_secs(3), "closed without waiting for the bytes");
+    // A connection that says nothing, or only part of a preamble, is closed after the
+    // handshake timeout (5 s).
+    let silent = connect();
+    let mut partial = connect();
+    partial.write_all(b"MSTR\x01\x00\x00").unwrap();
+    let waited = closed_after(silent);
+    assert!(waited >= Duration::from_secs(4) && waited < Duration::from_secs(10), "{waited:?}");
+    assert!(closed_after(partial) < Duration::from_secs(10));
+    let grew = muster_tests::bench::rss_kib(a.pid()).saturating_sub(rss);
+    assert!(grew < 16 * 1024, "nothing claimed was reserved: RSS grew {grew} KiB");
+    still_serving(&a);
+}
