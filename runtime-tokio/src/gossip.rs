@@ -19,6 +19,8 @@ use crate::rpc::{runtime, Delivery};
 
 /// How long a stream may take to connect, or to deliver its frame.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an accepted stream may take to send its frame's length.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends on one pool's sockets.
 pub struct GossipPort {
@@ -121,15 +123,22 @@ async fn accept_streams(pool: Pool, listener: TcpListener, events: mpsc::Unbound
     }
 }
 
-/// One frame: a 4-byte big-endian length, then that many bytes (at most `MAX_STREAM`).
+/// One frame: a 4-byte big-endian length (within `HANDSHAKE_TIMEOUT`), then that many bytes
+/// (at most `MAX_STREAM`). The buffer grows with what arrives: a length is only a claim, and
+/// reserving it up front let 100 stalled streams claiming 64 MiB each reserve 7 GB.
 async fn read_frame(mut s: TcpStream) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).await?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, s.read_exact(&mut len))
+        .await
+        .map_err(|_| std::io::Error::other("no frame length within the handshake timeout"))??;
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_STREAM {
         return Err(std::io::Error::other(format!("frame of {len} bytes exceeds {MAX_STREAM}")));
     }
-    let mut bytes = vec![0u8; len];
-    s.read_exact(&mut bytes).await?;
+    let mut bytes = Vec::new();
+    s.take(len as u64).read_to_end(&mut bytes).await?;
+    if bytes.len() < len {
+        return Err(std::io::Error::other(format!("stream ended after {} of {len} bytes", bytes.len())));
+    }
     Ok(bytes)
 }

@@ -108,6 +108,31 @@ pub struct Host {
     keyring_file: Option<std::path::PathBuf>,
     /// Where the API's services and checks are kept (`<data_dir>/agent-state.json`).
     agent_state_file: Option<std::path::PathBuf>,
+    dropped_log: Throttle,
+}
+
+/// At most one log line a second for something a peer can repeat at will; the lines held
+/// back are counted in the next one.
+struct Throttle {
+    next: Instant,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new() -> Throttle {
+        Throttle { next: Instant::now(), suppressed: 0 }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if now < self.next {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = now + std::time::Duration::from_secs(1);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Host {
@@ -142,6 +167,7 @@ impl Host {
             gossip: HashMap::new(),
             keyring_file: None,
             agent_state_file: None,
+            dropped_log: Throttle::new(),
         };
         (host, handle)
     }
@@ -315,6 +341,13 @@ impl Host {
                             let _ = tx.send(HostMsg::Shutdown);
                         });
                     }
+                    Effect::Emit(Event::GossipDropped { pool, from, reason }) => {
+                        // Junk from anyone who can reach the port: a line per datagram would
+                        // let them fill the disk through the log.
+                        if let Some(suppressed) = self.dropped_log.allow() {
+                            tracing::warn!(?pool, %from, %reason, suppressed, "gossip message dropped");
+                        }
+                    }
                     Effect::Emit(event) => log_event(&event)?,
                 }
             }
@@ -370,9 +403,7 @@ fn log_event(event: &Event) -> Result<(), HostError> {
         Event::Member { pool, name, change } => {
             tracing::info!(?pool, member = %name, ?change, "member changed")
         }
-        Event::GossipDropped { pool, from, reason } => {
-            tracing::warn!(?pool, %from, %reason, "gossip message dropped")
-        }
+        Event::GossipDropped { .. } => {}
         Event::Stopped => tracing::info!("node stopped"),
         Event::Failed { reason } => return Err(HostError::NodeFailed(reason.clone())),
     }

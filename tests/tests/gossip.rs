@@ -167,12 +167,41 @@ fn gossip_endpoints_refuse_bad_input_and_garbage_on_the_ports_is_dropped() {
         use std::io::Write as _;
         let _ = s.write_all(junk);
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // A flood of junk is counted, not logged line by line; streams that claim a large
+    // frame and stall reserve nothing for it.
+    // Virtual size: a claimed frame reserved up front is zero pages, not resident ones.
+    let vm_kib = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let vm = vm_kib(agent.pid());
+    for _ in 0..20 {
+        for _ in 0..100 {
+            udp.send_to(b"\xa7\x01\x00junk", ("127.0.0.1", serf)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stalled: Vec<_> = (0..20)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", serf)).unwrap();
+            use std::io::Write as _;
+            s.write_all(&(60u32 << 20).to_be_bytes()).unwrap();
+            s.write_all(&[0u8; 1024]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let grew = vm_kib(agent.pid()).saturating_sub(vm);
+    assert!(grew < 256 * 1024, "claimed frames were not reserved: the agent grew by {grew} KiB");
+    drop(stalled);
     assert_eq!(statuses(&agent), vec![("test-node".to_string(), 1)], "still alone and alive");
-    assert!(agent.log_text().contains("gossip message dropped"), "garbage is logged");
+    let lines = agent.log_text().matches("gossip message dropped").count();
+    assert!((1..=5).contains(&lines), "garbage is logged, at most once a second: {lines} lines");
     let me = agent.req("GET", "/v1/agent/self", None).json();
     let dropped: u64 = me["Stats"]["serf_lan"]["dropped"].as_str().unwrap().parse().unwrap();
-    assert!(dropped >= 5, "garbage is counted: {dropped}");
+    // Datagrams may be lost on a busy machine; what arrives is counted.
+    assert!(dropped >= 200, "garbage is counted: {dropped}");
 
     // Blocking on the event list returns when the wait runs out, with the same index.
     let r = agent.req("GET", "/v1/event/list", None);
