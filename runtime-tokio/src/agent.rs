@@ -472,6 +472,7 @@ pub async fn start(
         datacenter: cfg.datacenter.clone(),
         pretty,
         kv_max_value_size: usize::try_from(cfg.kv_max_value_size).unwrap_or(usize::MAX),
+        max_conns_per_client: usize::try_from(cfg.http_max_conns_per_client).unwrap_or(usize::MAX),
         acl_default_policy: cfg.acl_default_policy.clone(),
         disable_unprintable_char_filter: cfg.disable_http_unprintable_char_filter,
         serf_lan_port: cfg.ports.serf_lan,

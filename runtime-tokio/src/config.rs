@@ -219,6 +219,8 @@ pub struct AgentConfig {
     pub max_query_time: Duration,
     /// `limits.kv_max_value_size`.
     pub kv_max_value_size: u64,
+    /// `limits.http_max_conns_per_client`: open HTTP connections from one address.
+    pub http_max_conns_per_client: u64,
     /// `limits.txn_max_req_len`.
     pub txn_max_req_len: u64,
     pub session_ttl_min: Duration,
@@ -883,7 +885,7 @@ const HTTP_CONFIG: &[Key] = &[
 ];
 
 const LIMITS: &[Key] = &[
-    ignored("http_max_conns_per_client", INT),
+    used("http_max_conns_per_client", UINT),
     ignored("https_handshake_timeout", DUR),
     used("kv_max_value_size", UINT),
     block("request_limits", REQUEST_LIMITS),
@@ -1636,6 +1638,7 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         default_query_time: t.duration("default_query_time", secs(300)),
         max_query_time: t.duration("max_query_time", secs(600)),
         kv_max_value_size: t.u64("limits.kv_max_value_size", 512 * 1024),
+        http_max_conns_per_client: t.u64("limits.http_max_conns_per_client", 200),
         txn_max_req_len: t.u64("limits.txn_max_req_len", 512 * 1024),
         session_ttl_min: t.duration("session_ttl_min", secs(10)),
         raft_snapshot_threshold: t.u64("raft_snapshot_threshold", 16384),

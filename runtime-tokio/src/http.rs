@@ -6,9 +6,11 @@
 //! plain-text errors) and response post-processing that is pure presentation: `?filter=`
 //! and `?node-meta=`. Never decides anything about state: the node answers every request.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use muster_core::api::shapes::Reply;
 use muster_core::api::{
     ApiError, ApiRequest, ApiResponse, Body, Consistency, EmptyShape, KeyringOp, KvRead, QueryOpts,
@@ -42,6 +44,8 @@ pub struct HttpOptions {
     /// Indent every JSON answer (`-dev` does, as Consul's does).
     pub pretty: bool,
     pub kv_max_value_size: usize,
+    /// Open connections one client address may hold; the next is closed at once.
+    pub max_conns_per_client: usize,
     /// `acl.default_policy`, echoed in `X-Consul-Default-ACL-Policy`.
     pub acl_default_policy: String,
     pub disable_unprintable_char_filter: bool,
@@ -58,26 +62,80 @@ const MAX_OTHER_BODY: usize = 512 * 1024;
 
 /// Accepts connections until the node is gone; each connection is served on its own task.
 pub async fn serve(listener: TcpListener, node: NodeHandle, opts: Arc<HttpOptions>) {
+    let open = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, usize>::new()));
+    let mut refused_log = Instant::now();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "http accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
+        let Some(slot) = ConnSlot::take(&open, peer.ip(), opts.max_conns_per_client) else {
+            if refused_log.elapsed() >= Duration::from_secs(1) {
+                refused_log = Instant::now();
+                let limit = opts.max_conns_per_client;
+                tracing::warn!(%peer, limit, "too many HTTP connections from one address; closing the new one");
+            }
+            continue;
+        };
         let (node, opts) = (node.clone(), opts.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let svc = service_fn(move |req| {
                 let (node, opts) = (node.clone(), opts.clone());
                 async move { Ok::<_, Infallible>(handle(req, &node, &opts, peer).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "http connection ended with an error");
             }
         });
+    }
+}
+
+/// A request's head must arrive within this (counted from the first byte of an idle
+/// keep-alive connection too, so a connection sending nothing is closed after it).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's body must arrive within this once its head has.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One open connection counted against its client address; dropping it frees the place.
+struct ConnSlot {
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl ConnSlot {
+    fn take(
+        open: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+        ip: IpAddr,
+        limit: usize,
+    ) -> Option<ConnSlot> {
+        let mut counts = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(ConnSlot { open: open.clone(), ip })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -307,10 +365,22 @@ const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared =
         req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let too_large =
+        |n: usize| err(413, format!("Request body({n} bytes) too large, max size: {limit} bytes"));
+    // Answered before reading (and before any `100 Continue`): a body claimed past the
+    // limit is refused whether or not it ever comes.
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        return Err(too_large(n));
+    }
     let mut body = req.into_body();
     let mut buf = Vec::new();
     let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    loop {
+        let next = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .map_err(|_| err(408, format!("request body not received within {}s", BODY_TIMEOUT.as_secs())))?;
+        let Some(frame) = next else { break };
         let frame = frame.map_err(|e| err(400, format!("failed to read request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         seen += data.len();
@@ -321,8 +391,7 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, ApiE
         }
     }
     if seen > limit {
-        let n = declared.unwrap_or(seen);
-        return Err(err(413, format!("Request body({n} bytes) too large, max size: {limit} bytes")));
+        return Err(too_large(seen));
     }
     Ok(buf)
 }

@@ -140,3 +140,57 @@ fn the_server_port_refuses_a_huge_preamble_at_once_and_drops_silent_connections(
     assert!(grew < 16 * 1024, "nothing claimed was reserved: RSS grew {grew} KiB");
     still_serving(&a);
 }
+
+#[test]
+fn http_refuses_claimed_bodies_at_once_closes_stalled_connections_and_caps_each_client() {
+    let cfg = std::env::temp_dir().join(format!("muster-limits-{}.json", std::process::id()));
+    std::fs::write(&cfg, r#"{"limits": {"http_max_conns_per_client": 8}}"#).unwrap();
+    let a = Agent::dev(&["-config-file", cfg.to_str().unwrap()]);
+    a.put("/v1/kv/sentinel", b"kept");
+    let connect = || {
+        let s = TcpStream::connect(("127.0.0.1", a.http_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+    let answer = |s: &mut TcpStream| {
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    // A body claimed past the limit is refused before it is sent, and no 100 Continue.
+    let mut s = connect();
+    let started = std::time::Instant::now();
+    s.write_all(
+        b"PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let text = answer(&mut s);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("Request body(100000000 bytes) too large"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Half a request line, then silence: closed after the header timeout (10 s).
+    let mut half = connect();
+    half.write_all(b"GET /v1/kv/sent").unwrap();
+    let started = std::time::Instant::now();
+    let text = answer(&mut half);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(8) && waited < Duration::from_secs(15), "{waited:?}: {text}");
+    // Eight connections from one address are served; the ninth is closed at once, and a
+    // place freed is taken again.
+    let mut held: Vec<TcpStream> = (0..8).map(|_| connect()).collect();
+    for s in &mut held {
+        s.write_all(b"GET /v1/kv/sentinel?raw HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert!(answer(s).ends_with("kept"));
+    }
+    let mut ninth = connect();
+    let _ = ninth.write_all(b"GET /v1/kv/sentinel?raw HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(answer(&mut ninth), "", "over the per-client limit");
+    drop(held.pop());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = connect();
+    again.write_all(b"GET /v1/kv/sentinel?raw HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(answer(&mut again).ends_with("kept"));
+    drop(held);
+    still_serving(&a);
+    let _ = std::fs::remove_file(cfg);
+}
