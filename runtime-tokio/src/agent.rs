@@ -459,7 +459,8 @@ pub async fn start(
     if cfg.server && cfg.ports.server > 0 {
         let addr = socket(&cfg.bind_addr, cfg.ports.server)?;
         let (events, clients) = (host.deliveries(), host.rpc_clients());
-        match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, events, clients)) {
+        let max = usize::try_from(cfg.rpc_max_conns_per_client).unwrap_or(usize::MAX);
+        match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, events, clients, max)) {
             Ok(()) => {}
             // A lone server has nobody to talk to: -dev keeps working when the port is taken.
             Err(err) if node_is_alone(cfg) => {

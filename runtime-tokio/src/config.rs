@@ -221,6 +221,8 @@ pub struct AgentConfig {
     pub kv_max_value_size: u64,
     /// `limits.http_max_conns_per_client`: open HTTP connections from one address.
     pub http_max_conns_per_client: u64,
+    /// `limits.rpc_max_conns_per_client`: open server-port connections from one address.
+    pub rpc_max_conns_per_client: u64,
     /// `limits.txn_max_req_len`.
     pub txn_max_req_len: u64,
     pub session_ttl_min: Duration,
@@ -892,7 +894,7 @@ const LIMITS: &[Key] = &[
     ignored("rpc_client_timeout", DUR),
     ignored("rpc_handshake_timeout", DUR),
     ignored("rpc_max_burst", INT),
-    ignored("rpc_max_conns_per_client", INT),
+    used("rpc_max_conns_per_client", UINT),
     ignored("rpc_rate", Kind::Float),
     used("txn_max_req_len", UINT),
 ];
@@ -1639,6 +1641,7 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         max_query_time: t.duration("max_query_time", secs(600)),
         kv_max_value_size: t.u64("limits.kv_max_value_size", 512 * 1024),
         http_max_conns_per_client: t.u64("limits.http_max_conns_per_client", 200),
+        rpc_max_conns_per_client: t.u64("limits.rpc_max_conns_per_client", 100),
         txn_max_req_len: t.u64("limits.txn_max_req_len", 512 * 1024),
         session_ttl_min: t.duration("session_ttl_min", secs(10)),
         raft_snapshot_threshold: t.u64("raft_snapshot_threshold", 16384),

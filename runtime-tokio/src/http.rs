@@ -6,9 +6,8 @@
 //! plain-text errors) and response post-processing that is pure presentation: `?filter=`
 //! and `?node-meta=`. Never decides anything about state: the node answers every request.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::host::NodeHandle;
+use crate::limits::OpenConns;
 use muster_core::api::decode;
 use muster_core::api::filter::Filter;
 
@@ -62,7 +62,7 @@ const MAX_OTHER_BODY: usize = 512 * 1024;
 
 /// Accepts connections until the node is gone; each connection is served on its own task.
 pub async fn serve(listener: TcpListener, node: NodeHandle, opts: Arc<HttpOptions>) {
-    let open = Arc::new(std::sync::Mutex::new(HashMap::<IpAddr, usize>::new()));
+    let open = OpenConns::default();
     let mut refused_log = Instant::now();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -73,7 +73,7 @@ pub async fn serve(listener: TcpListener, node: NodeHandle, opts: Arc<HttpOption
                 continue;
             }
         };
-        let Some(slot) = ConnSlot::take(&open, peer.ip(), opts.max_conns_per_client) else {
+        let Some(slot) = open.take(peer.ip(), opts.max_conns_per_client) else {
             if refused_log.elapsed() >= Duration::from_secs(1) {
                 refused_log = Instant::now();
                 let limit = opts.max_conns_per_client;
@@ -104,40 +104,6 @@ pub async fn serve(listener: TcpListener, node: NodeHandle, opts: Arc<HttpOption
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's body must arrive within this once its head has.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One open connection counted against its client address; dropping it frees the place.
-struct ConnSlot {
-    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl ConnSlot {
-    fn take(
-        open: &Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
-        ip: IpAddr,
-        limit: usize,
-    ) -> Option<ConnSlot> {
-        let mut counts = open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(ConnSlot { open: open.clone(), ip })
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        let mut counts = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
 
 /// Parsed query string: presence-based flags and repeated keys are both common.
 struct Query(Vec<(String, String)>);

@@ -12,4 +12,5 @@ pub mod dns;
 pub mod gossip;
 pub mod host;
 pub mod http;
+pub mod limits;
 pub mod rpc;

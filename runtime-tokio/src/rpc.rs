@@ -24,6 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use crate::limits::OpenConns;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// An accepted connection that has not named itself by then is closed (Consul's
@@ -215,11 +217,13 @@ async fn read_answers(mut reader: OwnedReadHalf, from: String, events: mpsc::Unb
     }
 }
 
-/// Serves a bound server port: accepts connections and hands their messages to the host.
+/// Serves a bound server port: accepts connections (at most `max_per_client` open from one
+/// address) and hands their messages to the host.
 pub fn listen(
     listener: std::net::TcpListener,
     events: mpsc::UnboundedSender<Delivery>,
     clients: Clients,
+    max_per_client: usize,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let rt = runtime();
@@ -227,16 +231,31 @@ pub fn listen(
         let _entered = rt.enter();
         TcpListener::from_std(listener)?
     };
-    rt.spawn(serve(listener, events, clients));
+    rt.spawn(serve(listener, events, clients, max_per_client));
     Ok(())
 }
 
-async fn serve(listener: TcpListener, events: mpsc::UnboundedSender<Delivery>, clients: Clients) {
+async fn serve(
+    listener: TcpListener,
+    events: mpsc::UnboundedSender<Delivery>,
+    clients: Clients,
+    max_per_client: usize,
+) {
+    let open = OpenConns::default();
+    let mut refused_log = tokio::time::Instant::now();
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Some(slot) = open.take(peer.ip(), max_per_client) else {
+            if refused_log.elapsed() >= Duration::from_secs(1) {
+                refused_log = tokio::time::Instant::now();
+                tracing::warn!(%peer, limit = max_per_client, "too many server-port connections from one address; closing the new one");
+            }
+            continue;
+        };
         let events = events.clone();
         let clients = clients.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = stream.set_nodelay(true);
             let (reader, writer) = stream.into_split();
             let mut inbound = Inbound { writer: Some(writer), registered: None, clients };

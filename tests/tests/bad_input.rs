@@ -133,6 +133,11 @@ fn the_server_port_refuses_a_huge_preamble_at_once_and_drops_silent_connections(
     let silent = connect();
     let mut partial = connect();
     partial.write_all(b"MSTR\x01\x00\x00").unwrap();
+    // One address holds at most 100 (limits.rpc_max_conns_per_client): the next is closed
+    // at once.
+    let crowd: Vec<TcpStream> = (0..98).map(|_| connect()).collect();
+    assert!(closed_after(connect()) < Duration::from_secs(2), "the 101st connection is closed at once");
+    drop(crowd);
     let waited = closed_after(silent);
     assert!(waited >= Duration::from_secs(4) && waited < Duration::from_secs(10), "{waited:?}");
     assert!(closed_after(partial) < Duration::from_secs(10));
