@@ -27,6 +27,7 @@ use crate::config::AgentConfig;
 use crate::disk::DiskLog;
 use crate::host::{Host, HostError, NodeHandle, Storage};
 use crate::http::{HttpOptions, Reloader};
+use crate::limits::StreamLimits;
 use crate::{dns, gossip, http, rpc};
 use muster_core::api::decode;
 
@@ -459,8 +460,11 @@ pub async fn start(
     if cfg.server && cfg.ports.server > 0 {
         let addr = socket(&cfg.bind_addr, cfg.ports.server)?;
         let (events, clients) = (host.deliveries(), host.rpc_clients());
-        let max = usize::try_from(cfg.rpc_max_conns_per_client).unwrap_or(usize::MAX);
-        match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, events, clients, max)) {
+        let limits = StreamLimits {
+            conns_per_client: usize::try_from(cfg.rpc_max_conns_per_client).unwrap_or(usize::MAX),
+            handshake: cfg.rpc_handshake_timeout,
+        };
+        match std::net::TcpListener::bind(addr).and_then(|l| rpc::listen(l, events, clients, limits)) {
             Ok(()) => {}
             // A lone server has nobody to talk to: -dev keeps working when the port is taken.
             Err(err) if node_is_alone(cfg) => {

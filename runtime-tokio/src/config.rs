@@ -223,6 +223,9 @@ pub struct AgentConfig {
     pub http_max_conns_per_client: u64,
     /// `limits.rpc_max_conns_per_client`: open server-port connections from one address.
     pub rpc_max_conns_per_client: u64,
+    /// `limits.rpc_handshake_timeout`: how long a server-port connection may take to send
+    /// its preamble.
+    pub rpc_handshake_timeout: Duration,
     /// `limits.txn_max_req_len`.
     pub txn_max_req_len: u64,
     pub session_ttl_min: Duration,
@@ -892,7 +895,7 @@ const LIMITS: &[Key] = &[
     used("kv_max_value_size", UINT),
     block("request_limits", REQUEST_LIMITS),
     ignored("rpc_client_timeout", DUR),
-    ignored("rpc_handshake_timeout", DUR),
+    used("rpc_handshake_timeout", DUR),
     ignored("rpc_max_burst", INT),
     used("rpc_max_conns_per_client", UINT),
     ignored("rpc_rate", Kind::Float),
@@ -1642,6 +1645,7 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         kv_max_value_size: t.u64("limits.kv_max_value_size", 512 * 1024),
         http_max_conns_per_client: t.u64("limits.http_max_conns_per_client", 200),
         rpc_max_conns_per_client: t.u64("limits.rpc_max_conns_per_client", 100),
+        rpc_handshake_timeout: t.duration("limits.rpc_handshake_timeout", secs(5)),
         txn_max_req_len: t.u64("limits.txn_max_req_len", 512 * 1024),
         session_ttl_min: t.duration("session_ttl_min", secs(10)),
         raft_snapshot_threshold: t.u64("raft_snapshot_threshold", 16384),

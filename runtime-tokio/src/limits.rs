@@ -7,6 +7,16 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// What a stream listener allows each connection (Consul's `limits` keys).
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// Open connections one address may hold.
+    pub conns_per_client: usize,
+    /// How long a new connection may take to identify itself.
+    pub handshake: Duration,
+}
 
 /// Open connections by client address, shared by one listener's connection tasks.
 #[derive(Clone, Default)]

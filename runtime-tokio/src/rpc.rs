@@ -24,13 +24,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::limits::OpenConns;
+use crate::limits::{OpenConns, StreamLimits};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// An accepted connection that has not named itself by then is closed (Consul's
-/// `rpc_handshake_timeout`), so silent connections hold nothing for long.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the transport tells the host loop.
 pub enum Delivery {
@@ -217,13 +214,14 @@ async fn read_answers(mut reader: OwnedReadHalf, from: String, events: mpsc::Unb
     }
 }
 
-/// Serves a bound server port: accepts connections (at most `max_per_client` open from one
-/// address) and hands their messages to the host.
+/// Serves a bound server port: accepts connections within `limits` (per address, and the
+/// time a connection has to send its preamble, so silent ones hold nothing for long) and
+/// hands their messages to the host.
 pub fn listen(
     listener: std::net::TcpListener,
     events: mpsc::UnboundedSender<Delivery>,
     clients: Clients,
-    max_per_client: usize,
+    limits: StreamLimits,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let rt = runtime();
@@ -231,7 +229,7 @@ pub fn listen(
         let _entered = rt.enter();
         TcpListener::from_std(listener)?
     };
-    rt.spawn(serve(listener, events, clients, max_per_client));
+    rt.spawn(serve(listener, events, clients, limits));
     Ok(())
 }
 
@@ -239,16 +237,17 @@ async fn serve(
     listener: TcpListener,
     events: mpsc::UnboundedSender<Delivery>,
     clients: Clients,
-    max_per_client: usize,
+    limits: StreamLimits,
 ) {
     let open = OpenConns::default();
     let mut refused_log = tokio::time::Instant::now();
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
-        let Some(slot) = open.take(peer.ip(), max_per_client) else {
+        let Some(slot) = open.take(peer.ip(), limits.conns_per_client) else {
             if refused_log.elapsed() >= Duration::from_secs(1) {
                 refused_log = tokio::time::Instant::now();
-                tracing::warn!(%peer, limit = max_per_client, "too many server-port connections from one address; closing the new one");
+                let limit = limits.conns_per_client;
+                tracing::warn!(%peer, limit, "too many server-port connections from one address; closing the new one");
             }
             continue;
         };
@@ -259,7 +258,7 @@ async fn serve(
             let _ = stream.set_nodelay(true);
             let (reader, writer) = stream.into_split();
             let mut inbound = Inbound { writer: Some(writer), registered: None, clients };
-            if let Err(reason) = inbound.read_loop(reader, events).await {
+            if let Err(reason) = inbound.read_loop(reader, events, limits.handshake).await {
                 tracing::debug!(%peer, %reason, "server connection closed");
             }
         });
@@ -279,10 +278,11 @@ impl Inbound {
         &mut self,
         mut reader: OwnedReadHalf,
         events: mpsc::UnboundedSender<Delivery>,
+        handshake: Duration,
     ) -> Result<(), String> {
         let mut decoder = Decoder::default();
         let mut buf = vec![0u8; 64 * 1024];
-        let handshake_by = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let handshake_by = tokio::time::Instant::now() + handshake;
         loop {
             let read = reader.read(&mut buf);
             let n = if decoder.from().is_some() {
