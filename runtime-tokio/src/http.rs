@@ -281,6 +281,16 @@ fn allow_header(methods: &[Method]) -> HeaderValue {
     HeaderValue::from_str(&list.join(",")).unwrap_or(HeaderValue::from_static("OPTIONS"))
 }
 
+/// The first `%` in `raw` not followed by two hex digits, with what follows it (as Go's URL
+/// parser reports it): such a path is refused rather than read as a key with a `%` in it.
+fn bad_escape(raw: &str) -> Option<&str> {
+    let bytes = raw.as_bytes();
+    let at = (0..bytes.len()).find(|&i| {
+        bytes[i] == b'%' && !(bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
+    })?;
+    (1..=3).rev().find_map(|n| raw.get(at..(at + n).min(raw.len())))
+}
+
 async fn dispatch(
     req: Request<Incoming>,
     node: &NodeHandle,
@@ -289,6 +299,9 @@ async fn dispatch(
     raw_path: &str,
     query: &Query,
 ) -> Result<Resp, ApiError> {
+    if let Some(bad) = bad_escape(raw_path) {
+        return Err(err(400, format!("invalid URL escape {bad:?}")));
+    }
     let path = percent_encoding::percent_decode_str(raw_path).decode_utf8_lossy().to_string();
     if path.contains(['\n', '\r']) && !opts.disable_unprintable_char_filter {
         return Err(err(400, format!("Invalid URL path: {raw_path:?} contains a line break")));
@@ -848,6 +861,17 @@ mod tests {
         assert_eq!(find_route("/v1/agent/service/register").unwrap().0, "/v1/agent/service/register");
         assert!(find_route("/v1/nope").is_none());
         assert!(find_route("/v1/catalog/nodesx").is_none());
+    }
+
+    #[test]
+    fn a_percent_without_two_hex_digits_is_a_bad_escape() {
+        assert_eq!(bad_escape("/v1/kv/%zz"), Some("%zz"));
+        assert_eq!(bad_escape("/v1/kv/a%2"), Some("%2"));
+        assert_eq!(bad_escape("/v1/kv/a%"), Some("%"));
+        assert_eq!(bad_escape("/v1/kv/%é"), Some("%é"), "never splits a character");
+        assert_eq!(bad_escape("/v1/kv/%aé"), Some("%a"), "a cut inside a character is shortened");
+        assert_eq!(bad_escape("/v1/kv/a%2Fb%20c"), None);
+        assert_eq!(bad_escape("/v1/kv/plain"), None);
     }
 
     #[test]

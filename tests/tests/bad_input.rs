@@ -39,6 +39,8 @@ fn malformed_bodies_and_parameters_are_400_with_a_reason() {
         ("PUT", "/v1/kv/x?flags=-1", b""),
         ("PUT", "/v1/kv/x?cas=1&acquire=abc", b""),
         ("PUT", "/v1/kv/app/%2E%2E%2Fsecret", b""),
+        ("PUT", "/v1/kv/%zz", b"v"),
+        ("GET", "/v1/kv/a%2", b""),
         ("GET", "/v1/health/service/x?passing=maybe", b""),
         ("GET", "/v1/catalog/nodes?filter=Node%20%3D%3D", b""),
     ];
