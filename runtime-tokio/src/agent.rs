@@ -219,6 +219,8 @@ pub fn node_config(cfg: &AgentConfig, muster_version: &str) -> Result<Config, Ag
         retry_join: vec![],
         gossip: Some(gossip_setup(cfg)?),
         rpc_hold_timeout: Duration::from_secs(7),
+        rpc_rate: cfg.rpc_rate.is_finite().then_some(cfg.rpc_rate),
+        rpc_max_burst: cfg.rpc_max_burst,
         services,
         checks,
         restored: Default::default(),

@@ -226,6 +226,10 @@ pub struct AgentConfig {
     /// `limits.rpc_handshake_timeout`: how long a server-port connection may take to send
     /// its preamble.
     pub rpc_handshake_timeout: Duration,
+    /// `limits.rpc_rate` (calls a second a client agent may send to servers; infinite, the
+    /// default, for no limit) and `limits.rpc_max_burst`.
+    pub rpc_rate: f64,
+    pub rpc_max_burst: u64,
     /// `limits.txn_max_req_len`.
     pub txn_max_req_len: u64,
     pub session_ttl_min: Duration,
@@ -896,9 +900,9 @@ const LIMITS: &[Key] = &[
     block("request_limits", REQUEST_LIMITS),
     ignored("rpc_client_timeout", DUR),
     used("rpc_handshake_timeout", DUR),
-    ignored("rpc_max_burst", INT),
+    used("rpc_max_burst", UINT),
     used("rpc_max_conns_per_client", UINT),
-    ignored("rpc_rate", Kind::Float),
+    used("rpc_rate", Kind::Float),
     used("txn_max_req_len", UINT),
 ];
 
@@ -1646,6 +1650,8 @@ fn build(raw: Value, warnings: &mut Warnings) -> Result<AgentConfig, ConfigError
         http_max_conns_per_client: t.u64("limits.http_max_conns_per_client", 200),
         rpc_max_conns_per_client: t.u64("limits.rpc_max_conns_per_client", 100),
         rpc_handshake_timeout: t.duration("limits.rpc_handshake_timeout", secs(5)),
+        rpc_rate: t.float("limits.rpc_rate", f64::INFINITY),
+        rpc_max_burst: t.u64("limits.rpc_max_burst", 1000),
         txn_max_req_len: t.u64("limits.txn_max_req_len", 512 * 1024),
         session_ttl_min: t.duration("session_ttl_min", secs(10)),
         raft_snapshot_threshold: t.u64("raft_snapshot_threshold", 16384),

@@ -4,7 +4,8 @@
 //! wakes a blocking read held on another client; kill -9 of a client turns its
 //! `serfHealth` critical and its services leave DNS; restarted on its data dir it comes back
 //! with its services; a catalog entry deleted behind its back is restored by anti-entropy;
-//! and kill -9 of the server a client uses leaves the client's next requests working.
+//! and kill -9 of the server a client uses leaves the client's next requests working. A
+//! client over its `limits.rpc_rate` answers 429 rather than queueing.
 
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
@@ -206,4 +207,32 @@ fn services_on_client_agents_reach_every_agent_and_follow_their_health() {
             assert!(ok, "a client answers with server {dead} dead: {} {}", r.status, r.text());
         }
     }
+}
+
+#[test]
+fn a_client_over_its_rpc_rate_answers_429_and_recovers() {
+    let dir = muster_tests::bench::TempDir::new("rpc-rate");
+    let serf = free_port().to_string();
+    let agent = |name: &str, addr: &str, extra: &[&str]| {
+        let data = dir.0.join(name).to_str().expect("UTF-8 temp dir").to_string();
+        let mut args = vec!["-data-dir", &data, "-node", name, "-bind", addr, "-serf-lan-port", &serf];
+        args.extend(["-retry-join", "127.0.0.80", "-retry-interval", "1s"]);
+        args.extend_from_slice(extra);
+        Agent::start(&args)
+    };
+    let limits = ["-hcl", "limits {\n  rpc_rate = 1\n  rpc_max_burst = 3\n}"];
+    let server = agent("s", "127.0.0.80", &["-server", "-bootstrap", limits[0], limits[1]]);
+    server.put("/v1/kv/k", b"v");
+    let client = agent("c", "127.0.0.81", &limits);
+    wait_until("the client reaches the server", PATIENCE, || client.get("/v1/kv/k?raw").body == b"v");
+    // A burst of reads through the client: past the bucket they are refused, not queued.
+    let statuses: Vec<u16> = (0..10).map(|_| client.get("/v1/kv/k?raw").status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let refused = client.get("/v1/kv/k?raw");
+    assert_eq!((refused.status, refused.text().trim()), (429, "RPC rate limit exceeded"));
+    // A server's own requests are not limited, and the client's bucket refills.
+    assert!((0..10).all(|_| server.get("/v1/kv/k?raw").status == 200));
+    // Three seconds refill the whole burst, room for the client's own syncs too.
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(client.get("/v1/kv/k?raw").body, b"v");
 }

@@ -101,6 +101,11 @@ pub struct Config {
     pub gossip: Option<GossipSetup>,
     /// How long a request waits for a leader (Consul's `rpc_hold_timeout`).
     pub rpc_hold_timeout: Duration,
+    /// How many calls a second this agent may send to servers (`limits.rpc_rate`; `None`:
+    /// no limit, Consul's default), and how many at once after a quiet spell
+    /// (`limits.rpc_max_burst`). Past it a request answers 429 instead of queueing.
+    pub rpc_rate: Option<f64>,
+    pub rpc_max_burst: u64,
     /// Services and checks from config files.
     pub services: Vec<ServiceDef>,
     pub checks: Vec<CheckDef>,
@@ -139,6 +144,8 @@ impl Config {
             retry_join: vec![],
             gossip: None,
             rpc_hold_timeout: Duration::from_secs(7),
+            rpc_rate: None,
+            rpc_max_burst: 1000,
             services: vec![],
             checks: vec![],
             restored: SavedDefs::default(),
@@ -250,7 +257,12 @@ impl Node {
         });
         Ok(Node {
             membership,
-            remote: Remote::new(Rng::new(seed, Stream::Servers)),
+            // Consul limits only client agents' calls; a server's own (to other datacenters) are not.
+            remote: Remote::new(
+                Rng::new(seed, Stream::Servers),
+                cfg.rpc_rate.filter(|_| !cfg.server),
+                cfg.rpc_max_burst,
+            ),
             saved: SavedDefs::default(),
             saved_dirty: false,
             config_services: BTreeSet::new(),

@@ -44,6 +44,9 @@ const SET_ASIDE: Duration = Duration::from_secs(10);
 /// a blocking read's wait): the network and a forward to the leader.
 const CALL_SLACK: Duration = Duration::from_secs(2);
 
+/// What a call over the agent's `limits.rpc_rate` answers (Consul's text, with a 429).
+const RATE_EXCEEDED: &str = "RPC rate limit exceeded";
+
 /// Who waits for a call's answer.
 #[derive(Debug)]
 pub(super) enum CallWaiter {
@@ -80,11 +83,40 @@ pub(super) struct Remote {
     /// Servers that could not be reached, passed over until the time given.
     set_aside: BTreeMap<String, Time>,
     rng: Rng,
+    /// `limits.rpc_rate` and `rpc_max_burst`, when a rate is set.
+    limiter: Option<TokenBucket>,
+}
+
+/// A token bucket: `rate` tokens a second, holding at most `burst`; a call takes one.
+#[derive(Debug)]
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Time,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: Time) -> bool {
+        let refill = now.since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
 }
 
 impl Remote {
-    pub(super) fn new(rng: Rng) -> Remote {
+    pub(super) fn new(rng: Rng, rate: Option<f64>, burst: u64) -> Remote {
+        let limiter = rate.filter(|r| r.is_finite() && *r >= 0.0).map(|rate| {
+            let burst = burst.max(1) as f64;
+            TokenBucket { rate, burst, tokens: burst, at: Time::ZERO }
+        });
         Remote {
+            limiter,
             calls: BTreeMap::new(),
             serving: BTreeMap::new(),
             next_serving: SERVING_BASE,
@@ -110,6 +142,10 @@ impl Node {
         deadline: Time,
         out: &mut Vec<Effect>,
     ) {
+        let now = self.now;
+        if self.remote.limiter.as_mut().is_some_and(|l| !l.take(now)) {
+            return self.call_failed(waiter, 429, RATE_EXCEEDED.into(), out);
+        }
         let Some(to) = self.pick_server(dc.as_deref(), &[]) else {
             let reason = match dc.as_deref() {
                 None => "No known Consul servers".to_string(),
@@ -118,7 +154,7 @@ impl Node {
                 }
                 Some(_) => "No path to datacenter".to_string(),
             };
-            return self.call_failed(waiter, reason, out);
+            return self.call_failed(waiter, 500, reason, out);
         };
         let ctx = self.cluster.ctx();
         out.push(Effect::Send { to: to.clone(), msg: PeerMessage::Call { ctx, call } });
@@ -206,10 +242,12 @@ impl Node {
         Some(chosen)
     }
 
-    fn call_failed(&mut self, waiter: CallWaiter, reason: String, out: &mut Vec<Effect>) {
+    /// Answers a call's waiter with a failure: an API request with `status` (500, or 429
+    /// from the rate limiter) and `reason`.
+    fn call_failed(&mut self, waiter: CallWaiter, status: u16, reason: String, out: &mut Vec<Effect>) {
         match waiter {
             CallWaiter::Request(id) => {
-                out.push(Effect::Respond { id, resp: ApiResponse::error(500, reason) })
+                out.push(Effect::Respond { id, resp: ApiResponse::error(status, reason) })
             }
             CallWaiter::Dns(id) => {
                 let answer = DnsResponse {
@@ -236,7 +274,7 @@ impl Node {
         o.tried.push(to.to_string());
         let Some(next) = self.pick_server(o.dc.as_deref(), &o.tried) else {
             let reason = format!("rpc error: failed to reach a server (last tried {to})");
-            return self.call_failed(o.waiter, reason, out);
+            return self.call_failed(o.waiter, 500, reason, out);
         };
         o.to = next.clone();
         out.push(Effect::Send { to: next, msg: PeerMessage::Call { ctx, call } });
@@ -265,9 +303,12 @@ impl Node {
                 }
             }
             (CallWaiter::NodeView, Answer::NodeView(view)) => self.node_view(*view, out),
-            (waiter, _) => {
-                self.call_failed(waiter, "rpc error: the server answered another kind of call".into(), out)
-            }
+            (waiter, _) => self.call_failed(
+                waiter,
+                500,
+                "rpc error: the server answered another kind of call".into(),
+                out,
+            ),
         }
     }
 
@@ -301,7 +342,7 @@ impl Node {
         for (ctx, reason) in doomed {
             if let Some(o) = self.remote.calls.remove(&ctx) {
                 self.server_unreachable(&o.to, o.dc.is_none());
-                self.call_failed(o.waiter, reason, out);
+                self.call_failed(o.waiter, 500, reason, out);
             }
         }
     }
