@@ -193,7 +193,8 @@ fn gossip_endpoints_refuse_bad_input_and_garbage_on_the_ports_is_dropped() {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
     let grew = vm_kib(agent.pid()).saturating_sub(vm);
-    assert!(grew < 256 * 1024, "claimed frames were not reserved: the agent grew by {grew} KiB");
+    // Well below the 1.2 GB claimed; room for a malloc arena or two (64 MiB each, virtual).
+    assert!(grew < 512 * 1024, "claimed frames were not reserved: the agent grew by {grew} KiB");
     drop(stalled);
     assert_eq!(statuses(&agent), vec![("test-node".to_string(), 1)], "still alone and alive");
     let lines = agent.log_text().matches("gossip message dropped").count();
