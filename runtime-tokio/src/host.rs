@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 use crate::checks;
 use crate::disk::{self, DiskHandle, DiskLog};
 use crate::gossip::GossipPort;
+use crate::limits::LogThrottle;
 use crate::rpc::{Delivery, Transport};
 
 /// Messages IO tasks send to the host loop.
@@ -108,31 +109,7 @@ pub struct Host {
     keyring_file: Option<std::path::PathBuf>,
     /// Where the API's services and checks are kept (`<data_dir>/agent-state.json`).
     agent_state_file: Option<std::path::PathBuf>,
-    dropped_log: Throttle,
-}
-
-/// At most one log line a second for something a peer can repeat at will; the lines held
-/// back are counted in the next one.
-struct Throttle {
-    next: Instant,
-    suppressed: u64,
-}
-
-impl Throttle {
-    fn new() -> Throttle {
-        Throttle { next: Instant::now(), suppressed: 0 }
-    }
-
-    /// `Some(lines held back since the last one)` when a line may be written now.
-    fn allow(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if now < self.next {
-            self.suppressed += 1;
-            return None;
-        }
-        self.next = now + std::time::Duration::from_secs(1);
-        Some(std::mem::take(&mut self.suppressed))
-    }
+    dropped_log: LogThrottle,
 }
 
 impl Host {
@@ -167,7 +144,7 @@ impl Host {
             gossip: HashMap::new(),
             keyring_file: None,
             agent_state_file: None,
-            dropped_log: Throttle::new(),
+            dropped_log: LogThrottle::default(),
         };
         (host, handle)
     }

@@ -9,7 +9,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::host::NodeHandle;
-use crate::limits::OpenConns;
+use crate::limits::{LogThrottle, OpenConns};
 use muster_core::api::decode;
 use muster_core::api::filter::Filter;
 
@@ -63,7 +63,7 @@ const MAX_OTHER_BODY: usize = 512 * 1024;
 /// Accepts connections until the node is gone; each connection is served on its own task.
 pub async fn serve(listener: TcpListener, node: NodeHandle, opts: Arc<HttpOptions>) {
     let open = OpenConns::default();
-    let mut refused_log = Instant::now();
+    let mut refused_log = LogThrottle::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -74,10 +74,9 @@ pub async fn serve(listener: TcpListener, node: NodeHandle, opts: Arc<HttpOption
             }
         };
         let Some(slot) = open.take(peer.ip(), opts.max_conns_per_client) else {
-            if refused_log.elapsed() >= Duration::from_secs(1) {
-                refused_log = Instant::now();
+            if let Some(suppressed) = refused_log.allow() {
                 let limit = opts.max_conns_per_client;
-                tracing::warn!(%peer, limit, "too many HTTP connections from one address; closing the new one");
+                tracing::warn!(%peer, limit, suppressed, "too many HTTP connections from one address; closing the new one");
             }
             continue;
         };

@@ -1,13 +1,14 @@
-//! Budgets a listener keeps per client address: how many connections one address holds.
+//! Budgets against what a peer can repeat at will: how many connections one address holds,
+//! and how often a line about it reaches the log.
 //!
 //! Owns the counting (a place taken when a connection is accepted, given back when it
-//! closes). Never accepts or closes anything itself: each listener decides what to do with
-//! a connection over its limit.
+//! closes; log lines held back). Never accepts or closes anything itself: each listener
+//! decides what to do with a connection over its limit.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What a stream listener allows each connection (Consul's `limits` keys).
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +54,32 @@ impl Drop for ConnSlot {
     }
 }
 
+/// At most one log line a second for something a peer can repeat at will; the lines held
+/// back are counted in the next one.
+pub struct LogThrottle {
+    next: Instant,
+    suppressed: u64,
+}
+
+impl Default for LogThrottle {
+    fn default() -> LogThrottle {
+        LogThrottle { next: Instant::now(), suppressed: 0 }
+    }
+}
+
+impl LogThrottle {
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    pub fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if now < self.next {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = now + std::time::Duration::from_secs(1);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +94,13 @@ mod tests {
         assert!(open.take(b, 2).is_some(), "another address has its own budget");
         drop(first);
         assert!(open.take(a, 2).is_some(), "a closed connection gives its place back");
+    }
+
+    #[test]
+    fn a_throttled_log_lets_the_first_line_through_and_holds_back_the_rest() {
+        let mut t = LogThrottle::default();
+        assert_eq!(t.allow(), Some(0));
+        assert_eq!((t.allow(), t.allow()), (None, None));
+        assert_eq!(t.suppressed, 2, "counted for the next line");
     }
 }

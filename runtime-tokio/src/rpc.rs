@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::limits::{OpenConns, StreamLimits};
+use crate::limits::{LogThrottle, OpenConns, StreamLimits};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -240,14 +240,13 @@ async fn serve(
     limits: StreamLimits,
 ) {
     let open = OpenConns::default();
-    let mut refused_log = tokio::time::Instant::now();
+    let mut refused_log = LogThrottle::default();
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
         let Some(slot) = open.take(peer.ip(), limits.conns_per_client) else {
-            if refused_log.elapsed() >= Duration::from_secs(1) {
-                refused_log = tokio::time::Instant::now();
+            if let Some(suppressed) = refused_log.allow() {
                 let limit = limits.conns_per_client;
-                tracing::warn!(%peer, limit, "too many server-port connections from one address; closing the new one");
+                tracing::warn!(%peer, limit, suppressed, "too many server-port connections from one address; closing the new one");
             }
             continue;
         };
