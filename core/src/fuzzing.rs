@@ -794,8 +794,9 @@ impl GossipScript {
                 let name = format!("e{}", b.byte() % 3);
                 let len = if b.byte() % 16 == 15 { 600 } else { usize::from(b.byte() % 8) };
                 let payload = b.take(len).to_vec();
-                // Fired at the current event clock, if the member accepts it.
-                self.events.entry((self.g.event_clock(), name.clone(), payload.clone())).or_insert(0);
+                // Fired one past the current event clock, if the member accepts it.
+                let ltime = LamportTime(self.g.event_clock().0.saturating_add(1));
+                self.events.entry((ltime, name.clone(), payload.clone())).or_insert(0);
                 GossipInput::UserEvent { name, payload }
             }
         };
