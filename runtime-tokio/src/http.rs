@@ -345,9 +345,12 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Vec<u8>, ApiE
         req.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     let too_large =
         |n: usize| err(413, format!("Request body({n} bytes) too large, max size: {limit} bytes"));
-    // Answered before reading (and before any `100 Continue`): a body claimed past the
-    // limit is refused whether or not it ever comes.
-    if let Some(n) = declared.filter(|&n| n > limit) {
+    // Answered before reading (so no `100 Continue` goes out) when the client waits for
+    // one or claims more than is worth draining: a body claimed past the limit is refused
+    // whether or not it ever comes. A smaller one already on its way is read and dropped
+    // below, so its sender gets to read the 413 rather than a broken pipe.
+    let expects = req.headers().contains_key(hyper::header::EXPECT);
+    if let Some(n) = declared.filter(|&n| n > limit && (expects || n > DRAIN_LIMIT)) {
         return Err(too_large(n));
     }
     let mut body = req.into_body();
